@@ -85,7 +85,10 @@ type Mount struct {
 // ContainerSpec is everything needed to create a container. Containers are
 // always unprivileged: there is deliberately no way to ask otherwise.
 type ContainerSpec struct {
-	ID          int
+	ID int
+	// Node is the node to create the container on; empty means the
+	// cluster's only node.
+	Node        string
 	Hostname    string
 	Template    TemplateRef
 	Cores       int
