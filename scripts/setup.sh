@@ -13,7 +13,7 @@ PKGS=(
 	nginx docker-registry skopeo zstd            # edge proxy, OCI registry, Proxmox's OCI pull tool
 	postgresql mariadb-server sqlite3            # databases the instances use
 	chromium chromium-driver tmux apache2-utils  # browser, terminal and htpasswd for tests
-	ca-certificates curl git make gcc
+	ca-certificates curl git make gcc jq bc
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -37,11 +37,11 @@ func newApp() *cli.App {
 		Usage: "immutable, signed Vikunja templates for Proxmox VE",
 		Description: `vkimg builds Vikunja (backend, frontend and MCP server) into signed,
 reproducible Debian 12 container templates, publishes them as standard OCI
-images, and deploys them on a Proxmox VE node (or any LXC host) as
-blue/green container pairs behind nginx.
+images that Proxmox VE, skopeo, crane and cosign all understand, and pulls
+them onto a node only after their signature and digests check out.
 
 EXIT STATUS
-   0  success (also: "up to date")
+   0  success
    1  the operation failed; the message says what to do next
    2  bad flags, arguments or configuration; nothing was changed
    3  another vkimg operation holds the lock; the message names it
@@ -51,8 +51,8 @@ ENVIRONMENT
    VKIMG_ROOT   state directory (default /var/lib/vkimg)
 
 FILES
-   /var/lib/vkimg/            templates, cache, instances, backups
-   /var/log/vkimg/NAME.log    operation log of instance NAME
+   /var/lib/vkimg/templates   local OCI image layout of built templates
+   /var/lib/vkimg/cache       pulled templates, verified, by digest
    /etc/vkimg/trusted.pub     the public key templates must be signed with`,
 		HideHelpCommand:      true,
 		EnableBashCompletion: true,
@@ -63,7 +63,11 @@ FILES
 
 // commands lists every subcommand; each lives in its own file.
 func commands() []*cli.Command {
-	return []*cli.Command{}
+	return []*cli.Command{
+		buildCommand(),
+		keysCommand(), publishCommand(), pullCommand(), templatesCommand(),
+		previewCommand(),
+	}
 }
 
 func exitCode(err error) int {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/vkimg/vkimg/internal/atomicfile"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -96,7 +97,7 @@ func Write(root string, s Settings, owner Owner) error {
 		files[AdminPasswordFile] = []byte(s.Admin.Password)
 	}
 	for name, content := range files {
-		if err := writeFile(filepath.Join(root, name), content, owner); err != nil {
+		if err := atomicfile.WriteOwned(filepath.Join(root, name), content, 0o600, owner.UID, owner.GID); err != nil {
 			return err
 		}
 	}
@@ -177,32 +178,4 @@ func VikunjaConfig(s Settings) ([]byte, error) {
 	}
 	c.Files.BasePath = filepath.Join(MountPoint, FilesDir)
 	return yaml.Marshal(&c)
-}
-
-func writeFile(path string, content []byte, owner Owner) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(content)
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Chown(owner.UID, owner.GID)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if closeErr := tmp.Close(); err == nil {
-		err = closeErr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

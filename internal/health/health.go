@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vkimg/vkimg/internal/manifest"
+	"github.com/vkimg/vkimg/internal/mcpclient"
 )
 
 // Target maps a health check to the URL that reaches it.
@@ -94,9 +94,9 @@ func (p Prober) WaitHealthy(ctx context.Context, m *manifest.Manifest, to Target
 // Check runs one health check of component c at url.
 func (p Prober) Check(ctx context.Context, url string, c manifest.Component, h manifest.Health) error {
 	if h.Kind == manifest.HealthMCP {
-		return p.mcpInitialize(ctx, url)
+		return mcpclient.Initialize(ctx, p.client(), url)
 	}
-	resp, body, err := p.do(ctx, http.MethodGet, url, nil, nil)
+	resp, body, err := p.get(ctx, url)
 	if err != nil {
 		return err
 	}
@@ -131,67 +131,19 @@ func (p Prober) Check(ctx context.Context, url string, c manifest.Component, h m
 	return nil
 }
 
-// mcpInitialize performs the MCP initialize handshake over Streamable HTTP.
-func (p Prober) mcpInitialize(ctx context.Context, url string) error {
-	req := []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"vkimg-health","version":"1"}}}`)
-	resp, body, err := p.do(ctx, http.MethodPost, url, req, http.Header{
-		"Content-Type": {"application/json"},
-		"Accept":       {"application/json, text/event-stream"},
-	})
-	if err != nil {
-		return fmt.Errorf("MCP initialize: %w", err)
+func (p Prober) client() *http.Client {
+	if p.Client != nil {
+		return p.Client
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("MCP initialize: status %s: %s", resp.Status, bytes.TrimSpace(body))
-	}
-	payload := body
-	// Streamable HTTP answers with JSON or with an SSE stream of events.
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		payload = nil
-		for _, line := range bytes.Split(body, []byte("\n")) {
-			if d, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-				payload = bytes.TrimSpace(d)
-				break
-			}
-		}
-	}
-	var rpc struct {
-		ID     int `json:"id"`
-		Result struct {
-			ProtocolVersion string                `json:"protocolVersion"`
-			ServerInfo      struct{ Name string } `json:"serverInfo"`
-			Capabilities    map[string]any        `json:"capabilities"`
-		} `json:"result"`
-		Error *struct{ Message string } `json:"error"`
-	}
-	if err := json.Unmarshal(payload, &rpc); err != nil {
-		return fmt.Errorf("MCP initialize: answer is not JSON-RPC: %w", err)
-	}
-	if rpc.Error != nil {
-		return fmt.Errorf("MCP initialize: %s", rpc.Error.Message)
-	}
-	if rpc.ID != 1 || rpc.Result.ProtocolVersion == "" || rpc.Result.ServerInfo.Name == "" {
-		return errors.New("MCP initialize: incomplete answer")
-	}
-	if rpc.Result.Capabilities["tools"] == nil {
-		return errors.New("MCP initialize: server offers no tools")
-	}
-	return nil
+	return &http.Client{Timeout: 10 * time.Second}
 }
 
-func (p Prober) do(ctx context.Context, method, url string, body []byte, h http.Header) (*http.Response, []byte, error) {
-	client := p.Client
-	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+func (p Prober) get(ctx context.Context, url string) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	for k, v := range h {
-		req.Header[k] = v
-	}
-	resp, err := client.Do(req)
+	resp, err := p.client().Do(req)
 	if err != nil {
 		return nil, nil, err
 	}

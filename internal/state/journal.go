@@ -89,7 +89,7 @@ func (j *Journal) append(e Entry) error {
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(j.path), 0o755); err != nil { // see Acquire
 		return fmt.Errorf("journal: %w", err)
 	}
 	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)

@@ -48,7 +48,9 @@ type Lock struct {
 // Acquire takes the lock at path without waiting. command describes the
 // operation for the message other commands show while it runs.
 func Acquire(path, name, command string) (*Lock, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	// 0755: unprivileged containers (host uids 100000+) must traverse the
+	// state directory to their rootfs and data volume; files stay 0600.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
 	fl := flock.New(path, flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o600))
