@@ -8,8 +8,11 @@ package hypervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -186,4 +189,23 @@ type Container struct {
 	Tags      []string
 	Addresses []netip.Addr // configured static addresses and, when running, the live ones
 	HWAddrs   []string
+}
+
+// UploadFile stores the template file at path on storage under its base
+// name, unless a template of that name is already there.
+func UploadFile(ctx context.Context, h Hypervisor, storage, path string) error {
+	name := filepath.Base(path)
+	if stored, err := h.TemplateStored(ctx, storage, name); err != nil || stored {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("upload template: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("upload template: %w", err)
+	}
+	return h.UploadTemplate(ctx, storage, name, f, fi.Size())
 }

@@ -77,7 +77,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	logf("uploading template %s", filepath.Base(o.Template))
-	if err := upload(ctx, be, o.Template); err != nil {
+	if err := hypervisor.UploadFile(ctx, be, storage, o.Template); err != nil {
 		return Result{}, err
 	}
 	cluster, err := be.Cluster(ctx)
@@ -180,23 +180,6 @@ func save(root state.Root, r Result) error {
 		return fmt.Errorf("save preview: %w", err)
 	}
 	return os.WriteFile(filepath.Join(dir(root), "preview.json"), b, 0o600)
-}
-
-func upload(ctx context.Context, be *lxc.Backend, file string) error {
-	name := filepath.Base(file)
-	if ok, err := be.TemplateStored(ctx, storage, name); err != nil || ok {
-		return err
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		return fmt.Errorf("upload template: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("upload template: %w", err)
-	}
-	return be.UploadTemplate(ctx, storage, name, f, fi.Size())
 }
 
 func ensureBridge(name string, subnet netip.Prefix) error {
