@@ -37,8 +37,9 @@ func newApp() *cli.App {
 		Usage: "immutable, signed Vikunja templates for Proxmox VE",
 		Description: `vkimg builds Vikunja (backend, frontend and MCP server) into signed,
 reproducible Debian 12 container templates, publishes them as standard OCI
-images that Proxmox VE, skopeo, crane and cosign all understand, and pulls
-them onto a node only after their signature and digests check out.
+images that Proxmox VE, skopeo, crane and cosign all understand, and deploys
+them on a Proxmox VE node (or any LXC host) behind nginx with TLS, using a
+template only after its signature and digests check out.
 
 EXIT STATUS
    0  success
@@ -53,6 +54,8 @@ ENVIRONMENT
 FILES
    /var/lib/vkimg/templates   local OCI image layout of built templates
    /var/lib/vkimg/cache       pulled templates, verified, by digest
+   /var/lib/vkimg/instances   one directory per instance: instance.yaml, data volume, journal
+   /var/log/vkimg/NAME.log    operation log of instance NAME
    /etc/vkimg/trusted.pub     the public key templates must be signed with`,
 		HideHelpCommand:      true,
 		EnableBashCompletion: true,
@@ -66,7 +69,7 @@ func commands() []*cli.Command {
 	return []*cli.Command{
 		buildCommand(),
 		keysCommand(), publishCommand(), pullCommand(), templatesCommand(),
-		previewCommand(),
+		previewCommand(), deployCommand(), listCommand(),
 	}
 }
 
