@@ -31,8 +31,9 @@ for f in /etc/subuid /etc/subgid; do
 	grep -q '^root:100000:65536$' "$f" 2>/dev/null || echo 'root:100000:65536' >>"$f"
 done
 
-export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
+export PATH="$PATH:/usr/local/go/bin"
 gobin="$(go env GOPATH)/bin"
+export PATH="$PATH:$gobin"
 install_go_tool() { # name module@version
 	if ! "$gobin/$1" version >/dev/null 2>&1; then
 		log "go install $2"
