@@ -123,6 +123,9 @@ func (r *run) preflight(c hypervisor.Cluster) error {
 	if err := edge.CheckPorts(a.Ports.HTTPS, a.Ports.HTTP); err != nil {
 		problems = append(problems, err.Error())
 	}
+	if err := r.o.Edge.Running(); err != nil {
+		problems = append(problems, err.Error())
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("pre-flight: %s", strings.Join(problems, "; "))
 	}

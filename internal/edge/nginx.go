@@ -373,6 +373,13 @@ func (n *Nginx) reload(ctx context.Context) error {
 	}
 }
 
+// Running reports, as an error wrapping ErrNotRunning, that nginx is not
+// running: the check deploy makes before changing anything.
+func (n *Nginx) Running() error {
+	_, err := n.master()
+	return err
+}
+
 // master finds nginx's running master process from its pid file.
 func (n *Nginx) master() (process, error) {
 	b, err := os.ReadFile(n.pidFile())
@@ -381,7 +388,8 @@ func (n *Nginx) master() (process, error) {
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
-		return process{}, fmt.Errorf("pid file %s: %w", n.pidFile(), err)
+		// nginx leaves an empty pid file behind when it stops or fails to start.
+		return process{}, fmt.Errorf("%w (start it, e.g. systemctl start nginx): pid file %s holds no pid", ErrNotRunning, n.pidFile())
 	}
 	p, err := readProcess(pid)
 	if err != nil || !strings.HasPrefix(p.cmdline, "nginx: master process") {

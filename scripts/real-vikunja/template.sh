@@ -19,21 +19,12 @@ version=${2#v}
 keep=${3:-}
 [ -x "$binary" ] || { echo "$binary: not an executable" >&2; exit 2; }
 
-log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+. scripts/real-vikunja/lib.sh
 json() { jq -er "$1"; }
 
 out=${OUT:-$(mktemp -d /tmp/vkimg-real-vikunja-XXXXXX)}
 mkdir -p "$out"
-go build -trimpath -o "$out/vkimg" ./cmd/vkimg
-vkimg=$out/vkimg
-
-log "building the template for Vikunja $version"
-start=$(date +%s.%N)
-"$vkimg" build \
-	--source "backend=file:$binary" \
-	--version "backend=$version" --version "frontend=$version" --version "template=$version" \
-	--output "$out/templates" --rootfs-dir "$out/rootfs" recipes/vikunja.yaml >"$out/build.txt"
-build_s=$(echo "$(date +%s.%N) - $start" | bc)
+build_template "$binary" "$version" "$out"
 rootfs=$out/rootfs/debian-12-vikunja_${version}-1_amd64.tar.zst
 layers=$(jq -r '.manifests[0].digest' "$out/templates/index.json" | sed 's/sha256://')
 layer_bytes=$(jq '[.layers[].size] | add' "$out/templates/blobs/sha256/$layers")
