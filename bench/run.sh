@@ -22,3 +22,6 @@ go test -run '^$' -bench BenchmarkFlip -benchtime 50x ./internal/edge
 
 echo "== publish and pull ($VKIMG_BENCH_LAYOUT)"
 go test -run '^$' -bench BenchmarkPublishPull -benchtime 3x ./internal/registry
+
+echo "== deploy from a cached template to healthy through nginx; 20 deploys in a row (bench/deploy.sh)"
+bench/deploy.sh

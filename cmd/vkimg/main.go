@@ -49,7 +49,8 @@ EXIT STATUS
    4  a signature, digest or integrity check failed; nothing was used
 
 ENVIRONMENT
-   VKIMG_ROOT   state directory (default /var/lib/vkimg)
+   VKIMG_ROOT   state directory (default /var/lib/vkimg); when set, the log
+                directory and the trusted key live under it too (log/, etc/)
 
 FILES
    /var/lib/vkimg/templates   local OCI image layout of built templates

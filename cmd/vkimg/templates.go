@@ -14,6 +14,7 @@ import (
 
 	"github.com/vkimg/vkimg/internal/registry"
 	"github.com/vkimg/vkimg/internal/signing"
+	"github.com/vkimg/vkimg/internal/state"
 )
 
 // registryFlags are shared by every command that talks to a registry.
@@ -37,7 +38,7 @@ func registryOptions(c *cli.Context) registry.Options {
 	return o
 }
 
-var trustedKeyFlag = &cli.StringFlag{Name: "trusted-key", Value: signing.DefaultTrustedKey, Usage: "the pinned public key `FILE` templates must be signed with"}
+var trustedKeyFlag = &cli.StringFlag{Name: "trusted-key", Value: state.FromEnv().TrustedKey(), Usage: "the pinned public key `FILE` templates must be signed with"}
 
 func loadTrusted(c *cli.Context) (*ecdsa.PublicKey, error) {
 	pub, err := signing.LoadPublicKey(c.String("trusted-key"))

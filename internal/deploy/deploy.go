@@ -338,6 +338,11 @@ func (r *run) steps(ctx context.Context, allocated func()) error {
 		return err
 	}
 	r.begin(stepInstance)
+	// The last chance to honour Ctrl+C: once instance.yaml exists the
+	// instance is deployed and a rerun would refuse to touch it.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	path := filepath.Join(r.o.Root.Instance(a.Name), InstanceFile)
 	if err := deployconfig.WriteInstance(path, r.cfg); err != nil {
 		return err

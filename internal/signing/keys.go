@@ -30,10 +30,6 @@ const (
 	PublicKeyType          = "PUBLIC KEY"
 )
 
-// DefaultTrustedKey is where a node pins the public key templates must be
-// signed with.
-const DefaultTrustedKey = "/etc/vkimg/trusted.pub"
-
 // PasswordEnv names the environment variable holding the private key's
 // password, as cosign does; a flag would show the password in ps(1).
 const PasswordEnv = "COSIGN_PASSWORD"

@@ -17,21 +17,29 @@ const DefaultDir = "/var/lib/vkimg"
 // DefaultLogDir is where per-instance operation logs go on a node.
 const DefaultLogDir = "/var/log/vkimg"
 
+// DefaultConfigDir holds the node's vkimg configuration (the trusted key).
+const DefaultConfigDir = "/etc/vkimg"
+
 // Root locates vkimg's state. Tests and non-root users point VKIMG_ROOT
-// elsewhere; logs then live under it too, so a test never writes to
-// /var/log.
+// elsewhere; logs and configuration then live under it too, so a test
+// never reads or writes the node's /etc or /var/log.
 type Root struct {
-	Dir    string
-	LogDir string
+	Dir       string
+	LogDir    string
+	ConfigDir string
 }
 
 // FromEnv returns the root named by VKIMG_ROOT, or the node default.
 func FromEnv() Root {
 	if dir := os.Getenv("VKIMG_ROOT"); dir != "" {
-		return Root{Dir: dir, LogDir: filepath.Join(dir, "log")}
+		return Root{Dir: dir, LogDir: filepath.Join(dir, "log"), ConfigDir: filepath.Join(dir, "etc")}
 	}
-	return Root{Dir: DefaultDir, LogDir: DefaultLogDir}
+	return Root{Dir: DefaultDir, LogDir: DefaultLogDir, ConfigDir: DefaultConfigDir}
 }
+
+// TrustedKey is the public key this node pins: templates must be signed
+// with it.
+func (r Root) TrustedKey() string { return filepath.Join(r.ConfigDir, "trusted.pub") }
 
 // Templates is the local OCI image layout that holds built templates.
 func (r Root) Templates() string { return filepath.Join(r.Dir, "templates") }

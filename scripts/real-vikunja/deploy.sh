@@ -3,7 +3,8 @@
 # holds none of Vikunja's code, binaries or build scripts) with
 # `vkimg deploy`, then checks it the way a user would, through the node's
 # nginx over HTTPS: headless Chromium renders the login page, the admin
-# logs in and creates a task through the API.
+# logs in and creates a task through the API, then logs in and adds a task
+# in the browser (playwright-core from the npm registry drives Chromium).
 #
 #   scripts/real-vikunja/deploy.sh /path/to/vikunja 2.5.0 answers.yaml [vkimg deploy flags...]
 #
@@ -65,6 +66,11 @@ info=$(curl -fsSk "${resolve[@]}" "$base/api/v1/info" | jq -er .version)
 project=$(curl -fsSk "${resolve[@]}" "${auth[@]}" "$base/api/v1/projects" | jq -er '.[0].id')
 task=$(curl -fsSk "${resolve[@]}" "${auth[@]}" -X PUT -d '{"title":"created through nginx"}' \
 	"$base/api/v1/projects/$project/tasks" | jq -er .id)
+log "logging in and adding a task in Chromium"
+npm install --prefix "$out/playwright" --no-audit --no-fund --silent playwright-core@1 >/dev/null
+# ES modules resolve imports beside the script: run a copy next to node_modules.
+cp scripts/real-vikunja/browser-login.mjs "$out/playwright/"
+browser=$(node "$out/playwright/browser-login.mjs" "$domain" "$VKIMG_ADMIN_PASSWORD" "$out/$domain.png")
 slot=$(curl -fsSk "${resolve[@]}" -o /dev/null -D - "$base/health" | sed -n 's/^[Xx]-[Vv]kimg-[Ss]lot: *//p' | tr -d '\r')
 
 cat <<REPORT
@@ -73,6 +79,7 @@ Vikunja $version (reports $info) deployed from $binary
   deploy:    ${deploy_s} s (vkimg deploy, to healthy through nginx)
   browser:   login page rendered by Chromium through nginx in ${page_s} s (includes Chromium start-up)
   API:       admin logged in through nginx; task $task created in project $project
+  UI:        $browser (screenshot $out/$domain.png)
   slot:      $slot
   answers:   $answers
 REPORT
