@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -438,6 +439,12 @@ func child(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	return c.deploy(os.Stdout)
+}
+
+// deploy runs the deploy c describes in this process, as vkimg deploy
+// would, and returns the exit code.
+func (c childSpec) deploy(progress io.Writer) int {
 	be, err := lxc.New(lxc.Options{Root: c.LXCRoot, Node: "vkimg-test"})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -454,7 +461,7 @@ func child(spec string) int {
 		return 2
 	}
 	_, err = Run(context.Background(), a, Options{Root: c.Root, Hypervisor: be, Edge: &c.Edge,
-		EdgeAddress: netip.MustParseAddr("127.0.0.1"), Trusted: pub, Progress: os.Stdout})
+		EdgeAddress: netip.MustParseAddr("127.0.0.1"), Trusted: pub, Progress: progress})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

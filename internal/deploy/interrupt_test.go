@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -14,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/vkimg/vkimg/internal/deployconfig"
-	"github.com/vkimg/vkimg/internal/lxc"
 	"github.com/vkimg/vkimg/internal/signing"
 )
 
@@ -70,28 +67,7 @@ func killChild(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	be, err := lxc.New(lxc.Options{Root: c.LXCRoot, Node: "vkimg-test"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	pub, err := signing.ParsePublicKey(c.Trusted)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	a, err := deployconfig.Load(c.Answers)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	_, err = Run(context.Background(), a, Options{Root: c.Root, Hypervisor: be, Edge: &c.Edge,
-		EdgeAddress: netip.MustParseAddr("127.0.0.1"), Trusted: pub, Progress: killAt{c.KillAt}})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
+	return c.childSpec.deploy(killAt{c.KillAt})
 }
 
 // TestDeployInterruptAtEveryStep interrupts a deploy right after each step
