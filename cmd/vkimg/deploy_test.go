@@ -21,11 +21,10 @@ import (
 	"github.com/vkimg/vkimg/internal/testenv"
 )
 
-// TestDeployAndListCommands deploys the stand-in template unattended from an
-// answers file through the CLI (plain LXC, a real nginx), then lists it.
-func TestDeployAndListCommands(t *testing.T) {
-	lxctest.RequireRoot(t)
-	built := buildertest.Build(t, "recipes/standin.yaml", recipe.Overrides{}, t.TempDir())
+// deployEnv gives a deploy test its own state directory (VKIMG_ROOT, set
+// for the vkimg processes it runs), bridge and nginx, all removed at the end.
+func deployEnv(t *testing.T) (tmp, root, bridge string, srv *testenv.NginxServer) {
+	t.Helper()
 	tmp, err := os.MkdirTemp("", "vkimg-cmd-deploy-")
 	if err != nil {
 		t.Fatal(err)
@@ -35,11 +34,25 @@ func TestDeployAndListCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(tmp) })
-	root := filepath.Join(tmp, "root")
+	root = filepath.Join(tmp, "root")
 	t.Setenv("VKIMG_ROOT", root)
 	t.Cleanup(func() { destroyAll(t, filepath.Join(root, "lxc")) })
-	bridge, _ := lxctest.NewBridge(t)
-	srv := testenv.Nginx(t)
+	bridge, _ = lxctest.NewBridge(t)
+	return tmp, root, bridge, testenv.Nginx(t)
+}
+
+// nginxFlags point vkimg deploy at the test's nginx.
+func nginxFlags(srv *testenv.NginxServer) []string {
+	return []string{"--nginx-config", srv.ConfigFile, "--nginx-pid-file", srv.PIDFile, "--nginx-conf-dir", srv.ConfDir,
+		"--nginx-upstream-dir", filepath.Join(srv.Dir, "vkimg"), "--nginx-main-dir", srv.MainDir, "--edge-address", "127.0.0.1"}
+}
+
+// TestDeployAndListCommands deploys the stand-in template unattended from an
+// answers file through the CLI (plain LXC, a real nginx), then lists it.
+func TestDeployAndListCommands(t *testing.T) {
+	lxctest.RequireRoot(t)
+	built := buildertest.Build(t, "recipes/standin.yaml", recipe.Overrides{}, t.TempDir())
+	tmp, root, bridge, srv := deployEnv(t)
 
 	answers := filepath.Join(tmp, "answers.yaml")
 	if err := os.WriteFile(answers, fmt.Appendf(nil, `template:
@@ -56,9 +69,7 @@ tls: {self_signed: true}
 `, built.Layout, built.Manifest.Version, srv.HTTPSPort, bridge, srv.HTTPPort, srv.HTTPSPort), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	nginx := []string{"--nginx-config", srv.ConfigFile, "--nginx-pid-file", srv.PIDFile, "--nginx-conf-dir", srv.ConfDir,
-		"--nginx-upstream-dir", filepath.Join(srv.Dir, "vkimg"), "--nginx-main-dir", srv.MainDir, "--edge-address", "127.0.0.1"}
-	deployArgs := append([]string{"deploy", "--config", answers, "--yes", "--hypervisor", "lxc"}, nginx...)
+	deployArgs := append([]string{"deploy", "--config", answers, "--yes", "--hypervisor", "lxc"}, nginxFlags(srv)...)
 
 	if out, code := vkimg(t, deployArgs...); code != exitFailure || !strings.Contains(out, "--insecure-local") {
 		t.Fatalf("deploy of an unsigned layout without --insecure-local: exit %d\n%s", code, out)

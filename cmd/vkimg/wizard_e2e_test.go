@@ -28,7 +28,6 @@ import (
 	"github.com/vkimg/vkimg/internal/recipe"
 	"github.com/vkimg/vkimg/internal/registry"
 	"github.com/vkimg/vkimg/internal/signing"
-	"github.com/vkimg/vkimg/internal/testenv"
 )
 
 // terminal is a program running on a pseudo-terminal, as an administrator
@@ -172,28 +171,14 @@ func TestDeployWizardOnATerminal(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	tmp, err := os.MkdirTemp("", "vkimg-cmd-wizard-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Unprivileged containers reach their rootfs and data volume below it.
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
-	root := filepath.Join(tmp, "root")
-	t.Setenv("VKIMG_ROOT", root)
-	t.Cleanup(func() { destroyAll(t, filepath.Join(root, "lxc")) })
-	bridge, _ := lxctest.NewBridge(t)
-	srv := testenv.Nginx(t)
+	_, root, bridge, srv := deployEnv(t)
 
 	// What the wizard does not ask: where nginx and the template are.
 	cmd := exec.Command(bin, "deploy", "--hypervisor", "lxc", "--trusted-key", trusted,
 		"--template", layout, "--template-version", built.Manifest.Version,
 		"--bridge", bridge, "--memory", "512", "--disk", "2", "--cores", "1", "--self-signed",
-		"--http-port", fmt.Sprint(srv.HTTPPort), "--https-port", fmt.Sprint(srv.HTTPSPort),
-		"--nginx-config", srv.ConfigFile, "--nginx-pid-file", srv.PIDFile, "--nginx-conf-dir", srv.ConfDir,
-		"--nginx-upstream-dir", filepath.Join(srv.Dir, "vkimg"), "--nginx-main-dir", srv.MainDir, "--edge-address", "127.0.0.1")
+		"--http-port", fmt.Sprint(srv.HTTPPort), "--https-port", fmt.Sprint(srv.HTTPSPort))
+	cmd.Args = append(cmd.Args, nginxFlags(srv)...)
 	term := startTerminal(t, cmd)
 
 	term.at("Public URL or domain")
