@@ -72,7 +72,9 @@ func TestBootStandin(t *testing.T) {
 
 func bootAndCheck(t *testing.T, be *lxc.Backend, m *manifest.Manifest, file, stored, bridge string, gw netip.Addr, addr netip.Prefix) {
 	ctx := context.Background()
-	upload(t, be, file, stored)
+	if err := hypervisor.UploadFile(ctx, be, "local", stored, file); err != nil {
+		t.Fatal(err)
+	}
 	ip := addr.Addr().String()
 	data, password := dataVolume(t, "http://"+ip+":3456/")
 	id, err := be.NextID(ctx)
@@ -124,22 +126,6 @@ func bootAndCheck(t *testing.T, be *lxc.Backend, m *manifest.Manifest, file, sto
 	}
 	if _, err := os.Stat(filepath.Join(data, datavol.AdminPasswordFile)); !os.IsNotExist(err) {
 		t.Errorf("admin-password still on the data volume after bootstrap (err %v)", err)
-	}
-}
-
-func upload(t *testing.T, be *lxc.Backend, file, name string) {
-	t.Helper()
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := be.UploadTemplate(context.Background(), "local", name, f, fi.Size()); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -299,7 +299,7 @@ func (r *run) upload(ctx context.Context) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := hypervisor.UploadFile(ctx, r.o.Hypervisor, r.tmpl.Storage, path); err != nil {
+	if err := hypervisor.UploadFile(ctx, r.o.Hypervisor, r.tmpl.Storage, r.tmpl.Name, path); err != nil {
 		return err
 	}
 	r.p.logf("template %s uploaded to storage %s", r.tmpl.Name, r.tmpl.Storage)

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -191,10 +190,9 @@ type Container struct {
 	HWAddrs   []string
 }
 
-// UploadFile stores the template file at path on storage under its base
-// name, unless a template of that name is already there.
-func UploadFile(ctx context.Context, h Hypervisor, storage, path string) error {
-	name := filepath.Base(path)
+// UploadFile stores the template file at path on storage as name, unless a
+// template of that name is already there.
+func UploadFile(ctx context.Context, h Hypervisor, storage, name, path string) error {
 	if stored, err := h.TemplateStored(ctx, storage, name); err != nil || stored {
 		return err
 	}

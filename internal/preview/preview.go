@@ -77,7 +77,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	logf("uploading template %s", filepath.Base(o.Template))
-	if err := hypervisor.UploadFile(ctx, be, storage, o.Template); err != nil {
+	if err := hypervisor.UploadFile(ctx, be, storage, filepath.Base(o.Template), o.Template); err != nil {
 		return Result{}, err
 	}
 	cluster, err := be.Cluster(ctx)
