@@ -25,3 +25,9 @@ go test -run '^$' -bench BenchmarkPublishPull -benchtime 3x ./internal/registry
 
 echo "== deploy from a cached template to healthy through nginx; 20 deploys in a row (bench/deploy.sh)"
 bench/deploy.sh
+
+echo "== upgrade and rollback under load through nginx (bench/upgrade.sh)"
+bench/upgrade.sh
+
+echo "== backup, verify and restore: 10,000 tasks + 1 GB of attachments, SQLite and PostgreSQL (bench/backup.sh)"
+bench/backup.sh

@@ -56,6 +56,7 @@ FILES
    /var/lib/vkimg/templates   local OCI image layout of built templates
    /var/lib/vkimg/cache       pulled templates, verified, by digest
    /var/lib/vkimg/instances   one directory per instance: instance.yaml, data volume, journal
+   /var/lib/vkimg/backups     backup archives, one directory per instance
    /var/log/vkimg/NAME.log    operation log of instance NAME
    /etc/vkimg/trusted.pub     the public key templates must be signed with`,
 		HideHelpCommand:      true,
@@ -71,6 +72,7 @@ func commands() []*cli.Command {
 		buildCommand(),
 		keysCommand(), publishCommand(), pullCommand(), templatesCommand(),
 		previewCommand(), deployCommand(), listCommand(),
+		upgradeCommand(), rollbackCommand(), backupCommand(), backupsCommand(), restoreCommand(),
 	}
 }
 

@@ -107,18 +107,52 @@ func Write(root string, s Settings, owner Owner) error {
 // ReadSecret returns the session secret of an existing volume, so that a
 // rewrite of its configuration keeps every session valid.
 func ReadSecret(root string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(root, ConfigFile))
+	s, err := ReadSettings(root)
 	if err != nil {
-		return "", fmt.Errorf("read data volume config: %w", err)
+		return "", err
 	}
-	var c vikunjaConfig
-	if err := yaml.Unmarshal(b, &c); err != nil {
-		return "", fmt.Errorf("parse %s: %w", filepath.Join(root, ConfigFile), err)
-	}
-	if c.Service.Secret == "" {
+	if s.Secret == "" {
 		return "", errors.New("data volume config has no service.secret")
 	}
-	return c.Service.Secret, nil
+	return s.Secret, nil
+}
+
+// ReadSettings parses an existing volume's config.yml back into Settings,
+// so that backups and restores reach the database the instance really
+// uses. Admin stays empty: the one-shot admin secrets are not part of
+// Vikunja's config.
+func ReadSettings(root string) (Settings, error) {
+	path := filepath.Join(root, ConfigFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Settings{}, fmt.Errorf("read data volume config: %w", err)
+	}
+	s, err := ParseSettings(b)
+	if err != nil {
+		return Settings{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+// ParseSettings parses a config.yml rendered by VikunjaConfig (read from a
+// data volume or a backup archive).
+func ParseSettings(b []byte) (Settings, error) {
+	var c vikunjaConfig
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return Settings{}, fmt.Errorf("parse Vikunja config: %w", err)
+	}
+	return Settings{
+		PublicURL: c.Service.PublicURL,
+		Secret:    c.Service.Secret,
+		Database: Database{
+			Type:     c.Database.Type,
+			Host:     c.Database.Host,
+			Name:     c.Database.Database,
+			User:     c.Database.User,
+			Password: c.Database.Password,
+			SSLMode:  c.Database.SSLMode,
+		},
+	}, nil
 }
 
 // NewSecret returns 32 random bytes, base64-encoded.

@@ -3,25 +3,16 @@ package deploy
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"fmt"
+	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/vkimg/vkimg/builder/buildertest"
 	"github.com/vkimg/vkimg/internal/deployconfig"
 	"github.com/vkimg/vkimg/internal/edge"
-	"github.com/vkimg/vkimg/internal/lxc/lxctest"
-	"github.com/vkimg/vkimg/internal/recipe"
-	"github.com/vkimg/vkimg/internal/registry"
-	"github.com/vkimg/vkimg/internal/state"
-	"github.com/vkimg/vkimg/internal/testenv"
 )
 
 // BenchmarkDeploy deploys the signed stand-in template from the node's
@@ -30,7 +21,7 @@ import (
 // prints the median of each step and of the whole deploy, and how many of
 // the deploys succeeded.
 func BenchmarkDeploy(b *testing.B) {
-	e := benchEnv(b)
+	e := newEnv(b)
 	ctx := context.Background()
 	deployOnce := func(name string) (*Result, error) {
 		var progress bytes.Buffer
@@ -130,37 +121,52 @@ func checkThroughEdge(e *env, res *Result) error {
 	return nil
 }
 
-// benchEnv is newEnv for a benchmark: the same node, with its own signed
-// stand-in template (standin and newEnv take a *testing.T).
-func benchEnv(b *testing.B) *env {
-	lxctest.RequireRoot(b)
-	tmp, err := os.MkdirTemp("", "vkimg-deploy-bench-")
-	if err != nil {
-		b.Fatal(err)
+// BenchmarkUpgradeRollback times upgrades and rollbacks under load through
+// nginx (reads, writes, a 16 MB upload across each upgrade's flip): first
+// N → N+1 with a schema migration and its rollback (a restore of the
+// pre-upgrade backup), then b.N rounds of N+1 → N+1 patch (no migration)
+// and back. It prints medians and the requests sent and failed.
+func BenchmarkUpgradeRollback(b *testing.B) {
+	e := newEnv(b)
+	layout := e.channel(b)
+	res := e.deployN(b, "bench")
+	useInstance(b, e, res)
+	ctx := context.Background()
+	var sent, failed int64
+	timed := func(what string, upload int64, op func() error) time.Duration {
+		load := e.startLoad(b, res, upload, 10*time.Second)
+		start := time.Now()
+		err := op()
+		took := time.Since(start)
+		rep := load.Stop()
+		if err != nil {
+			b.Fatalf("%s: %v", what, err)
+		}
+		sent += rep.Sent
+		failed += rep.Failed
+		fmt.Printf("%-45s %6.2fs  %s\n", what, took.Seconds(), rep)
+		return took
 	}
-	// The container's service user reaches its data volume below it.
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		b.Fatal(err)
+	upgrade := func() error { _, err := Upgrade(ctx, "bench", e.upgradeOptions(io.Discard)); return err }
+	rollback := func() error {
+		_, err := Rollback(ctx, "bench", RollbackOptions{Options: e.upgradeOptions(io.Discard).Options, Yes: true})
+		return err
 	}
-	b.Cleanup(func() { os.RemoveAll(tmp) })
-	built := buildertest.Build(b, "recipes/standin.yaml", recipe.Overrides{}, filepath.Join(tmp, "build"))
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
+	e.publish(b, layout, vNext)
+	timed("upgrade 1.0.0 → 1.1.0 (migration, first upload)", 16<<20, upgrade)
+	timed("rollback 1.1.0 → 1.0.0 (restores the backup)", 0, rollback)
+	timed("upgrade 1.0.0 → 1.1.0 (migration, template stored)", 16<<20, upgrade)
+	e.publish(b, layout, vPatch)
+	var ups, downs []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		ups = append(ups, timed("upgrade 1.1.0 → 1.1.1 (no migration)", 16<<20, upgrade))
+		downs = append(downs, timed("rollback 1.1.1 → 1.1.0 (no migration)", 0, rollback))
 	}
-	layout := filepath.Join(tmp, "layout")
-	if _, err := registry.Publish(context.Background(), registry.LayoutRef(built.Layout, built.RefName),
-		registry.LayoutRef(layout, ""), registry.PublishOptions{Key: key}); err != nil {
-		b.Fatal(err)
-	}
-	be := lxctest.NewBackend(b)
-	bridge, _ := lxctest.NewBridge(b)
-	srv := testenv.Nginx(b)
-	return &env{
-		root: state.Root{Dir: filepath.Join(tmp, "root"), LogDir: filepath.Join(tmp, "log")},
-		lxc:  be, be: be, bridge: bridge, nginx: srv,
-		tmpl: signedTemplate{layout: layout, version: built.Manifest.Version, key: &key.PublicKey},
-		edge: &edge.Nginx{Binary: srv.Binary, ConfigFile: srv.ConfigFile, PIDFile: srv.PIDFile,
-			ConfDir: srv.ConfDir, UpstreamDir: filepath.Join(srv.Dir, "vkimg"), MainDir: srv.MainDir},
-	}
+	b.StopTimer()
+	fmt.Printf("upgrade without migration: median %.2fs of %d; rollback: median %.2fs of %d\n", median(ups).Seconds(), len(ups), median(downs).Seconds(), len(downs))
+	fmt.Printf("requests under load: sent %d, failed %d\n", sent, failed)
+	b.ReportMetric(median(ups).Seconds(), "upgrade-s")
+	b.ReportMetric(median(downs).Seconds(), "rollback-s")
+	b.ReportMetric(float64(failed), "failed-requests")
 }

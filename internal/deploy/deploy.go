@@ -52,7 +52,12 @@ type Options struct {
 	Terminal      bool // Progress is a terminal: show a step list with percentages
 	// HealthTimeout bounds each wait for health (default 3 minutes).
 	HealthTimeout time.Duration
-	Now           func() time.Time
+	// DrainTimeout bounds the wait, after a flip, for requests in flight
+	// on the old slot (a large upload) to finish. Default 5 minutes.
+	DrainTimeout time.Duration
+	Now          func() time.Time
+
+	restore *restoreFrom // set by Restore on a node without the instance
 }
 
 // Result is what the administrator is told at the end.
@@ -98,14 +103,8 @@ const (
 
 // run is one deploy in progress.
 type run struct {
-	o       Options
-	a       *deployconfig.Answers
-	p       *progress
-	op      *state.Operation
-	made    []made // undone in reverse order on failure
-	times   []StepTime
-	current string
-	started time.Time
+	*operation
+	a *deployconfig.Answers
 
 	img    v1.Image
 	digest v1.Hash
@@ -118,12 +117,6 @@ type run struct {
 	tmpl   hypervisor.TemplateRef
 	site   edge.Site
 	pinned string // the certificate file the edge must present
-}
-
-// made is one thing this run created, as journaled.
-type made struct {
-	step string
-	data map[string]string
 }
 
 // Run deploys the instance the answers describe. Without a terminal it never
@@ -157,7 +150,7 @@ func Run(ctx context.Context, a *deployconfig.Answers, o Options) (res *Result, 
 	defer p.close()
 	p.redact(a.Admin.Password)
 	p.redact(a.Database.Password)
-	r := &run{o: o, a: a, p: p}
+	r := &run{operation: &operation{o: o, name: a.Name, p: p}, a: a}
 	return r.run(ctx)
 }
 
@@ -239,33 +232,6 @@ func (r *run) fail(err error) error {
 	return err
 }
 
-// begin starts a step of the list and times the previous one.
-func (r *run) begin(step string) {
-	r.end()
-	r.current, r.started = step, time.Now()
-	r.p.step(step)
-}
-
-func (r *run) end() {
-	if r.current != "" {
-		r.times = append(r.times, StepTime{Step: r.current, Duration: time.Since(r.started)})
-	}
-}
-
-// creating journals what step is about to make, before making it: a run
-// killed halfway leaves a record of everything that may exist.
-func (r *run) creating(step string, data map[string]string) error {
-	if err := r.op.Step(step, state.StatusBegin, data); err != nil {
-		return err
-	}
-	r.made = append(r.made, made{step, data})
-	return nil
-}
-
-func (r *run) created(step string, data map[string]string) error {
-	return r.op.Step(step, state.StatusDone, data)
-}
-
 func (r *run) steps(ctx context.Context, allocated func()) error {
 	a := r.a
 	r.begin(stepTemplate)
@@ -299,7 +265,7 @@ func (r *run) steps(ctx context.Context, allocated func()) error {
 		return err
 	}
 	r.begin(stepDataVolume)
-	if err := r.dataVolume(); err != nil {
+	if err := r.dataVolume(ctx); err != nil {
 		return err
 	}
 	r.begin(stepUpload)
@@ -352,6 +318,9 @@ func (r *run) steps(ctx context.Context, allocated func()) error {
 }
 
 func (r *run) result() *Result {
+	if r.o.restore != nil { // the admin's password is the one in the restored database
+		r.a.Admin.Password, r.a.Admin.PasswordGenerated = "", false
+	}
 	return &Result{
 		Name: r.a.Name, URL: r.cfg.URL, Version: r.m.Version,
 		ContainerID: r.spec.ID, Address: r.addr,
@@ -359,25 +328,6 @@ func (r *run) result() *Result {
 		PasswordGenerated: r.a.Admin.PasswordGenerated,
 		Steps:             r.times,
 	}
-}
-
-// undoAll removes what this run made, newest first. It runs on its own
-// context: an interrupt must not also interrupt the cleanup.
-func (r *run) undoAll(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-	defer cancel()
-	for _, m := range slices.Backward(r.made) {
-		r.undoStep(ctx, r.op, m.step, m.data)
-	}
-}
-
-func (r *run) undoStep(ctx context.Context, op *state.Operation, step string, data map[string]string) {
-	if err := undo(ctx, r.o, step, data); err != nil {
-		r.p.logf("undo %s: %v (remove it by hand)", step, err)
-		return
-	}
-	r.p.logf("undone: %s %v", step, data)
-	op.Step(step, state.StatusUndone, data)
 }
 
 // recover undoes what a killed deploy of this instance left, from its journal.
@@ -391,47 +341,63 @@ func (r *run) recover(ctx context.Context, j *state.Journal) error {
 	}
 	r.p.logf("undoing the interrupted deploy %s", p.ID)
 	op := j.Resume(p)
-	var left []made
-	for _, e := range p.Steps {
-		switch e.Status {
-		case state.StatusBegin:
-			left = append(left, made{e.Step, e.Data})
-		case state.StatusUndone:
-			left = slices.DeleteFunc(left, func(m made) bool { return m.step == e.Step })
-		}
-	}
+	left := begun(p)
 	for _, m := range slices.Backward(left) {
 		r.undoStep(ctx, op, m.step, m.data)
 	}
 	return op.End(state.StatusFailed, errors.New("interrupted; undone by the next deploy"))
 }
 
-// undo removes one thing a deploy step made. Each is idempotent, so a
-// journal replayed twice does no harm.
-func undo(ctx context.Context, o Options, step string, data map[string]string) error {
+// undo reverts one journaled step: what a deploy made, or what an upgrade
+// or rollback changed. Each is idempotent, so a journal replayed twice
+// does no harm.
+func (r *operation) undo(ctx context.Context, step string, data map[string]string) error {
 	switch step {
 	case stepCreate:
 		id, err := strconv.Atoi(data["id"])
 		if err != nil {
 			return fmt.Errorf("journal: container id %q: %w", data["id"], err)
 		}
-		st, err := o.Hypervisor.Status(ctx, id)
-		if errors.Is(err, hypervisor.ErrNotFound) {
+		if _, err := r.o.Hypervisor.Status(ctx, id); errors.Is(err, hypervisor.ErrNotFound) {
 			return nil
 		}
+		if err := r.stopSlot(ctx, id); err != nil {
+			return err
+		}
+		return r.o.Hypervisor.Destroy(ctx, id)
+	case stepEdge:
+		return r.o.Edge.Remove(ctx, data["instance"])
+	case stepDataVolume:
+		return os.RemoveAll(data["path"])
+	}
+	plan, err := decode[upgradePlan](data, "plan")
+	if err != nil {
+		return err
+	}
+	switch step {
+	case stepMigrate:
+		if err := r.stopSlot(ctx, plan.To.ID); err != nil {
+			return err
+		}
+		return r.restoreIfMigrated(ctx, plan)
+	case stepFlip:
+		if err := r.startSlot(ctx, plan.From); err != nil {
+			return err
+		}
+		cfg, err := readInstance(r.o.Root, plan.Instance)
 		if err != nil {
 			return err
 		}
-		if st.State == hypervisor.StateRunning {
-			if err := o.Hypervisor.Stop(ctx, id); err != nil {
-				return err
-			}
+		return r.flip(ctx, cfg, plan.From)
+	case stepStopOld:
+		if err := r.startSlot(ctx, plan.From); err != nil {
+			return err
 		}
-		return o.Hypervisor.Destroy(ctx, id)
-	case stepEdge:
-		return o.Edge.Remove(ctx, data["instance"])
-	case stepDataVolume:
-		return os.RemoveAll(data["path"])
+		return r.bootWith(ctx, plan.From.ID, plan.To.ID)
+	case stepStopNew:
+		return r.startSlot(ctx, plan.From)
+	case stepStartPrev:
+		return r.stopSlot(ctx, plan.To.ID)
 	}
 	return fmt.Errorf("journal: unknown step %q", step)
 }

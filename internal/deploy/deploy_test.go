@@ -43,6 +43,7 @@ type signedTemplate struct {
 	layout  string
 	version string
 	key     *ecdsa.PublicKey
+	priv    *ecdsa.PrivateKey // publishes later versions (upgrade tests)
 }
 
 var (
@@ -64,7 +65,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func standin(t *testing.T) signedTemplate {
+func standin(t testing.TB) signedTemplate {
 	t.Helper()
 	templateOnce.Do(func() {
 		out, err := os.MkdirTemp("", "vkimg-deploy-build-")
@@ -86,7 +87,7 @@ func standin(t *testing.T) signedTemplate {
 		}
 		_, err = registry.Publish(context.Background(), registry.LayoutRef(built.Layout, built.RefName),
 			registry.LayoutRef(signed, ""), registry.PublishOptions{Key: key})
-		template, templateErr = signedTemplate{layout: signed, version: built.Manifest.Version, key: &key.PublicKey}, err
+		template, templateErr = signedTemplate{layout: signed, version: built.Manifest.Version, key: &key.PublicKey, priv: key}, err
 	})
 	if templateErr != nil {
 		t.Fatalf("stand-in template: %v", templateErr)
@@ -105,7 +106,7 @@ type env struct {
 	tmpl   signedTemplate
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	lxctest.RequireRoot(t)
 	tmpl := standin(t)
@@ -130,7 +131,7 @@ func newEnv(t *testing.T) *env {
 }
 
 // answers writes an answers file the way an administrator would and loads it.
-func (e *env) answers(t *testing.T, name, extra string) *deployconfig.Answers {
+func (e *env) answers(t testing.TB, name, extra string) *deployconfig.Answers {
 	t.Helper()
 	a, err := deployconfig.Load(e.answersFile(t, name, extra))
 	if err != nil {
@@ -139,7 +140,7 @@ func (e *env) answers(t *testing.T, name, extra string) *deployconfig.Answers {
 	return a
 }
 
-func (e *env) answersFile(t *testing.T, name, extra string) string {
+func (e *env) answersFile(t testing.TB, name, extra string) string {
 	t.Helper()
 	yaml := fmt.Sprintf(`name: %s
 template:
@@ -203,7 +204,23 @@ func (e *env) assertNothing(t *testing.T, name string) {
 }
 
 // useInstance logs in through the edge over HTTPS and creates a task.
-func useInstance(t *testing.T, e *env, res *Result) {
+func useInstance(t testing.TB, e *env, res *Result) {
+	t.Helper()
+	var project struct{ ID int }
+	e.api(t, res, "PUT", "/api/v1/projects", map[string]string{"title": "deploy test"}, &project)
+	var task struct {
+		ID    int
+		Title string
+	}
+	e.api(t, res, "PUT", fmt.Sprintf("/api/v1/projects/%d/tasks", project.ID), map[string]string{"title": "first task"}, &task)
+	if task.ID == 0 || task.Title != "first task" {
+		t.Fatalf("created task %+v", task)
+	}
+}
+
+// api calls the instance's API through nginx over HTTPS, logged in as its
+// admin, and decodes the answer into out.
+func (e *env) api(t testing.TB, res *Result, method, path string, body, out any) {
 	t.Helper()
 	cfg, err := deployconfig.ReadInstance(filepath.Join(e.root.Instance(res.Name), InstanceFile))
 	if err != nil {
@@ -236,16 +253,7 @@ func useInstance(t *testing.T, e *env, res *Result) {
 	}
 	var login struct{ Token string }
 	call("POST", "/api/v1/login", "", map[string]string{"username": res.AdminUser, "password": res.AdminPassword}, &login)
-	var project struct{ ID int }
-	call("PUT", "/api/v1/projects", login.Token, map[string]string{"title": "deploy test"}, &project)
-	var task struct {
-		ID    int
-		Title string
-	}
-	call("PUT", fmt.Sprintf("/api/v1/projects/%d/tasks", project.ID), login.Token, map[string]string{"title": "first task"}, &task)
-	if task.ID == 0 || task.Title != "first task" {
-		t.Fatalf("created task %+v", task)
-	}
+	call(method, path, login.Token, body, out)
 }
 
 func TestDeployLXCBehindNginx(t *testing.T) {

@@ -47,7 +47,7 @@ func (e *env) gateway(t *testing.T) netip.Addr {
 }
 
 // instanceConfig reads what deploy wrote for an instance.
-func (e *env) instanceConfig(t *testing.T, name string) *deployconfig.InstanceConfig {
+func (e *env) instanceConfig(t testing.TB, name string) *deployconfig.InstanceConfig {
 	t.Helper()
 	cfg, err := deployconfig.ReadInstance(filepath.Join(e.root.Instance(name), InstanceFile))
 	if err != nil {
@@ -57,7 +57,7 @@ func (e *env) instanceConfig(t *testing.T, name string) *deployconfig.InstanceCo
 }
 
 // get fetches path from an instance through nginx over HTTPS.
-func (e *env) get(t *testing.T, name, path string) (*http.Response, string) {
+func (e *env) get(t testing.TB, name, path string) (*http.Response, string) {
 	t.Helper()
 	cfg := e.instanceConfig(t, name)
 	client, err := EdgeClient(edge.Site{Domains: []string{cfg.Domain}, HTTPSPort: e.nginx.HTTPSPort, CertFile: cfg.TLS.Certificate})

@@ -152,10 +152,10 @@ func (e *env) remove(t testing.TB, res *Result) {
 	t.Helper()
 	ctx := context.Background()
 	o := e.options(nil)
-	if err := undo(ctx, o, stepCreate, map[string]string{"id": strconv.Itoa(res.ContainerID)}); err != nil {
+	if err := (&operation{o: o}).undo(ctx, stepCreate, map[string]string{"id": strconv.Itoa(res.ContainerID)}); err != nil {
 		t.Errorf("remove container %d: %v", res.ContainerID, err)
 	}
-	if err := undo(ctx, o, stepEdge, map[string]string{"instance": res.Name}); err != nil {
+	if err := (&operation{o: o}).undo(ctx, stepEdge, map[string]string{"instance": res.Name}); err != nil {
 		t.Errorf("remove nginx site of %s: %v", res.Name, err)
 	}
 	if err := os.RemoveAll(e.root.Instance(res.Name)); err != nil {

@@ -17,6 +17,9 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/vkimg/vkimg/internal/backup"
 	"github.com/vkimg/vkimg/internal/datavol"
 	"github.com/vkimg/vkimg/internal/deployconfig"
 	"github.com/vkimg/vkimg/internal/edge"
@@ -27,54 +30,77 @@ import (
 	"github.com/vkimg/vkimg/internal/registry"
 )
 
-// resolveTemplate finds the template and, with a trusted key, pulls it into
-// the cache verifying its signature. Nothing unverified is used unless the
-// administrator asked for an unsigned local layout explicitly.
+// resolved is a verified template, ready to create containers from.
+type resolved struct {
+	img    v1.Image
+	digest v1.Hash
+	m      *manifest.Manifest
+	min    hypervisor.Minimums
+}
+
 func (r *run) resolveTemplate(ctx context.Context) error {
-	t := r.a.Template
-	source := t.Source
+	var t *resolved
+	var err error
+	if r.o.restore != nil {
+		t, err = r.exactTemplate(ctx, r.a.Template.Source, r.o.restore.template)
+	} else {
+		t, err = r.template(ctx, r.a.Template.Source, r.a.Template.Version)
+	}
+	if err != nil {
+		return err
+	}
+	r.img, r.digest, r.m, r.min = t.img, t.digest, t.m, t.min
+	return nil
+}
+
+// template finds a template version (a tag) in source and, with a trusted
+// key, pulls it into the cache verifying its signature. Nothing unverified
+// is used unless the administrator asked for an unsigned local layout
+// explicitly.
+func (r *operation) template(ctx context.Context, source, version string) (*resolved, error) {
 	if source == "" {
 		source = r.o.Root.Templates()
 	}
 	var ref registry.Ref
 	local := source == r.o.Root.Templates() || deployconfig.IsLocalSource(source)
 	if local {
-		ref = registry.LayoutRef(source, t.Version)
+		ref = registry.LayoutRef(source, version)
 	} else {
 		var err error
-		if ref, err = registry.ParseRef(source + ":" + t.Version); err != nil {
-			return fmt.Errorf("template %s version %s: %w", source, t.Version, err)
+		if ref, err = registry.ParseRef(source + ":" + version); err != nil {
+			return nil, fmt.Errorf("template %s version %s: %w", source, version, err)
 		}
 	}
+	t := &resolved{}
 	switch {
 	case r.o.Trusted != nil:
 		pulled, err := registry.Pull(ctx, ref, registry.PullOptions{Options: r.o.Registry, Cache: r.o.Root.Cache(), Trusted: r.o.Trusted})
 		if err != nil {
-			return fmt.Errorf("template %s: %w", ref, err)
+			return nil, fmt.Errorf("template %s: %w", ref, err)
 		}
-		r.img, r.digest = pulled.Image, pulled.Digest
-		r.p.logf("template %s: signature verified, digest %s", ref, r.digest)
+		t.img, t.digest = pulled.Image, pulled.Digest
+		r.p.logf("template %s: signature verified, digest %s", ref, t.digest)
 	case local && r.o.InsecureLocal:
-		img, err := ociimage.ImageFromLayout(source, t.Version)
+		img, err := ociimage.ImageFromLayout(source, version)
 		if err != nil {
-			return fmt.Errorf("template %s version %s: %w", source, t.Version, err)
+			return nil, fmt.Errorf("template %s version %s: %w", source, version, err)
 		}
-		if r.digest, err = img.Digest(); err != nil {
-			return fmt.Errorf("template %s: %w", ref, err)
+		if t.digest, err = img.Digest(); err != nil {
+			return nil, fmt.Errorf("template %s: %w", ref, err)
 		}
-		r.img = img
+		t.img = img
 		r.p.logf("WARNING: template %s is used WITHOUT signature verification (--insecure-local)", ref)
 	default:
-		return fmt.Errorf("template %s: no trusted public key to verify its signature with; install one, or pass --insecure-local to deploy an unsigned local layout", ref)
+		return nil, fmt.Errorf("template %s: no trusted public key to verify its signature with; install one, or pass --insecure-local to use an unsigned local layout", ref)
 	}
-	m, err := ociimage.ManifestOf(r.img)
+	m, err := ociimage.ManifestOf(t.img)
 	if err != nil {
-		return fmt.Errorf("template %s: %w", ref, err)
+		return nil, fmt.Errorf("template %s: %w", ref, err)
 	}
-	r.m = m
-	r.min = hypervisor.Minimums{Cores: m.Resources.MinCores, MemoryMB: m.Resources.MinMemoryMB, RootfsGB: m.Resources.MinDiskGB}
-	r.p.logf("template %s %s (needs at least %d cores, %d MB, %d GB)", m.Name, m.Version, r.min.Cores, r.min.MemoryMB, r.min.RootfsGB)
-	return nil
+	t.m = m
+	t.min = hypervisor.Minimums{Cores: m.Resources.MinCores, MemoryMB: m.Resources.MinMemoryMB, RootfsGB: m.Resources.MinDiskGB}
+	r.p.logf("template %s %s (needs at least %d cores, %d MB, %d GB)", m.Name, m.Version, t.min.Cores, t.min.MemoryMB, t.min.RootfsGB)
+	return t, nil
 }
 
 // preflight checks that the node can take the instance before anything
@@ -184,8 +210,7 @@ func (r *run) allocate(ctx context.Context, c hypervisor.Cluster) error {
 			Certificate: filepath.Join(r.o.Root.Instance(a.Name), "tls", "cert.pem"),
 			Key:         filepath.Join(r.o.Root.Instance(a.Name), "tls", "key.pem")}
 	}
-	r.tmpl = hypervisor.TemplateRef{Storage: a.Storage.Template,
-		Name: fmt.Sprintf("vkimg-%s_%s-%s_amd64.tar.zst", r.m.Name, r.m.Version, r.digest.Hex[:12])}
+	r.tmpl = templateFile(a.Storage.Template, r.m, r.digest)
 	spec, err := cfg.SlotSpec("a", r.tmpl, r.min, r.o.Root.DataVolume(a.Name))
 	if err != nil {
 		return err
@@ -237,8 +262,11 @@ func pickAddresses(a *deployconfig.Answers, c hypervisor.Cluster, bridge netip.P
 // dataVolume writes Vikunja's config and the one-shot secrets, owned for the
 // container's service user. A volume left by an earlier run keeps its
 // session secret, which both slots must share.
-func (r *run) dataVolume() error {
+func (r *run) dataVolume(ctx context.Context) error {
 	path := r.o.Root.DataVolume(r.a.Name)
+	if r.o.restore != nil {
+		return r.restoreDataVolume(ctx, path)
+	}
 	secret := ""
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		if err := r.creating(stepDataVolume, map[string]string{"path": path}); err != nil {
@@ -271,70 +299,109 @@ func (r *run) dataVolume() error {
 	return nil
 }
 
-// upload stores the template's plain rootfs on the template storage, once
-// per digest.
-func (r *run) upload(ctx context.Context) error {
-	stored, err := r.o.Hypervisor.TemplateStored(ctx, r.tmpl.Storage, r.tmpl.Name)
+// restoreDataVolume fills a new instance's data volume (and its external
+// database) from the archive being restored.
+func (r *run) restoreDataVolume(ctx context.Context, path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("data volume %s exists: remove it, or restore into the instance that owns it", path)
+	}
+	if err := r.creating(stepDataVolume, map[string]string{"path": path}); err != nil {
+		return err
+	}
+	if _, err := backup.Restore(ctx, r.o.restore.archive, backup.Target{DataVolume: path, IDBase: hypervisor.IDMapBase}); err != nil {
+		return fmt.Errorf("restore %s: %w", r.o.restore.archive, err)
+	}
+	r.p.logf("data volume %s restored from %s", path, r.o.restore.archive)
+	return r.setPublicURL()
+}
+
+// templateFile is where a template's plain rootfs is stored, one file per
+// digest.
+func templateFile(storage string, m *manifest.Manifest, digest v1.Hash) hypervisor.TemplateRef {
+	return hypervisor.TemplateRef{Storage: storage, Name: fmt.Sprintf("vkimg-%s_%s-%s_amd64.tar.zst", m.Name, m.Version, digest.Hex[:12])}
+}
+
+func (r *run) upload(ctx context.Context) error { return r.uploadTemplate(ctx, r.tmpl, r.img) }
+
+// uploadTemplate stores the template's plain rootfs on the template
+// storage, once per digest.
+func (r *operation) uploadTemplate(ctx context.Context, tmpl hypervisor.TemplateRef, img v1.Image) error {
+	stored, err := r.o.Hypervisor.TemplateStored(ctx, tmpl.Storage, tmpl.Name)
 	if err != nil {
 		return err
 	}
 	if stored {
-		r.p.logf("template %s already on storage %s", r.tmpl.Name, r.tmpl.Storage)
+		r.p.logf("template %s already on storage %s", tmpl.Name, tmpl.Storage)
 		return nil
 	}
-	dir, err := os.MkdirTemp("", "vkimg-deploy-")
+	dir, err := os.MkdirTemp("", "vkimg-upload-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, r.tmpl.Name)
+	path := filepath.Join(dir, tmpl.Name)
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if err := ociimage.WriteRootfs(f, r.img); err != nil {
+	if err := ociimage.WriteRootfs(f, img); err != nil {
 		f.Close()
 		return fmt.Errorf("write template rootfs: %w", err)
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := hypervisor.UploadFile(ctx, r.o.Hypervisor, r.tmpl.Storage, r.tmpl.Name, path); err != nil {
+	if err := hypervisor.UploadFile(ctx, r.o.Hypervisor, tmpl.Storage, tmpl.Name, path); err != nil {
 		return err
 	}
-	r.p.logf("template %s uploaded to storage %s", r.tmpl.Name, r.tmpl.Storage)
+	r.p.logf("template %s uploaded to storage %s", tmpl.Name, tmpl.Storage)
 	return nil
 }
 
 func (r *run) waitDirect(ctx context.Context) error {
 	if !r.addr.IsValid() { // DHCP: the address is known once the container has one
-		deadline := time.Now().Add(r.o.HealthTimeout)
-		for !r.addr.IsValid() {
-			addrs, err := r.o.Hypervisor.Addresses(ctx, r.spec.ID)
-			if err != nil {
-				return err
-			}
-			if i := slices.IndexFunc(addrs, netip.Addr.Is4); i >= 0 {
-				r.addr = addrs[i]
-				r.cfg.Slots.A.Address = r.addr.String()
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("container %d got no address from DHCP", r.spec.ID)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Second):
-			}
+		addr, err := r.dhcpAddress(ctx, r.spec.ID)
+		if err != nil {
+			return err
+		}
+		r.addr = addr
+		r.cfg.Slots.A.Address = addr.String()
+	}
+	return r.waitHealthy(ctx, r.spec.ID, r.addr, r.m)
+}
+
+// dhcpAddress waits until a container has its IPv4 address from DHCP.
+func (r *operation) dhcpAddress(ctx context.Context, id int) (netip.Addr, error) {
+	deadline := time.Now().Add(r.o.HealthTimeout)
+	for {
+		addrs, err := r.o.Hypervisor.Addresses(ctx, id)
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		if i := slices.IndexFunc(addrs, netip.Addr.Is4); i >= 0 {
+			return addrs[i], nil
+		}
+		if time.Now().After(deadline) {
+			return netip.Addr{}, fmt.Errorf("container %d got no address from DHCP", id)
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, ctx.Err()
+		case <-time.After(time.Second):
 		}
 	}
+}
+
+// waitHealthy runs the template's health checks on the container directly
+// until they all pass: the version it runs, the rendered page, the MCP
+// handshake, the backend's /health (which reaches the database).
+func (r *operation) waitHealthy(ctx context.Context, id int, addr netip.Addr, m *manifest.Manifest) error {
 	wait, cancel := context.WithTimeout(ctx, r.o.HealthTimeout)
 	defer cancel()
-	if err := (health.Prober{}).WaitHealthy(wait, r.m, health.Direct(r.addr.String()), 500*time.Millisecond); err != nil {
-		return fmt.Errorf("container %d: %w", r.spec.ID, errors.Join(err, ctx.Err()))
+	if err := (health.Prober{}).WaitHealthy(wait, m, health.Direct(addr.String()), 500*time.Millisecond); err != nil {
+		return fmt.Errorf("container %d: %w", id, errors.Join(err, ctx.Err()))
 	}
-	r.p.logf("container %d healthy at %s", r.spec.ID, r.addr)
+	r.p.logf("container %d healthy at %s (version %s)", id, addr, m.Version)
 	return nil
 }
 
@@ -348,16 +415,7 @@ func (r *run) applyEdge(ctx context.Context) error {
 		}
 		r.p.logf("self-signed certificate for %s written to %s", cfg.Domain, cfg.TLS.Certificate)
 	}
-	up := edge.Upstream{Slot: cfg.Slots.Active, Address: r.addr, APIPort: cfg.Ports.Backend, MCPPort: cfg.Ports.MCP}
-	if f := r.m.Component(manifest.KindFrontend); f != nil && f.EmbeddedIn == "" {
-		up.AppPort = cfg.Ports.Frontend
-	}
-	r.site = edge.Site{
-		Instance: cfg.Name, Domains: []string{cfg.Domain},
-		HTTPPort: cfg.Ports.HTTP, HTTPSPort: cfg.Ports.HTTPS, Address: r.o.EdgeAddress,
-		CertFile: cfg.TLS.Certificate, KeyFile: cfg.TLS.Key,
-		Upstream: up,
-	}
+	r.site = siteFor(cfg, r.o.EdgeAddress, upstreamFor(cfg, cfg.Slots.Active, r.addr, r.m))
 	data := map[string]string{"instance": cfg.Name}
 	if err := r.creating(stepEdge, data); err != nil {
 		return err
@@ -370,6 +428,25 @@ func (r *run) applyEdge(ctx context.Context) error {
 	}
 	r.p.logf("nginx serves %s on ports %d/%d", cfg.Domain, cfg.Ports.HTTPS, cfg.Ports.HTTP)
 	return nil
+}
+
+// upstreamFor is how the edge reaches a slot's container running m.
+func upstreamFor(cfg *deployconfig.InstanceConfig, slot string, addr netip.Addr, m *manifest.Manifest) edge.Upstream {
+	up := edge.Upstream{Slot: slot, Address: addr, APIPort: cfg.Ports.Backend, MCPPort: cfg.Ports.MCP}
+	if f := m.Component(manifest.KindFrontend); f != nil && f.EmbeddedIn == "" {
+		up.AppPort = cfg.Ports.Frontend
+	}
+	return up
+}
+
+// siteFor is the instance's nginx site, sending traffic to up.
+func siteFor(cfg *deployconfig.InstanceConfig, listen netip.Addr, up edge.Upstream) edge.Site {
+	return edge.Site{
+		Instance: cfg.Name, Domains: []string{cfg.Domain},
+		HTTPPort: cfg.Ports.HTTP, HTTPSPort: cfg.Ports.HTTPS, Address: listen,
+		CertFile: cfg.TLS.Certificate, KeyFile: cfg.TLS.Key,
+		Upstream: up,
+	}
 }
 
 func writeSelfSigned(certFile, keyFile, domain string, now time.Time) error {
@@ -389,18 +466,20 @@ func writeSelfSigned(certFile, keyFile, domain string, now time.Time) error {
 	return nil
 }
 
-// waitEdge runs, through nginx over HTTPS with the domain as SNI, every
-// health check whose path the edge routes to the check's port: the
+func (r *run) waitEdge(ctx context.Context) error { return r.waitThroughEdge(ctx, r.site, r.m) }
+
+// waitThroughEdge runs, through nginx over HTTPS with the domain as SNI,
+// every health check whose path the edge routes to the check's port: the
 // backend's version, the rendered page, the MCP handshake.
-func (r *run) waitEdge(ctx context.Context) error {
-	client, err := EdgeClient(r.site)
+func (r *operation) waitThroughEdge(ctx context.Context, site edge.Site, mf *manifest.Manifest) error {
+	client, err := EdgeClient(site)
 	if err != nil {
 		return err
 	}
-	m := *r.m
+	m := *mf
 	m.Components = nil
-	for _, c := range r.m.Components {
-		c.Health = slices.DeleteFunc(slices.Clone(c.Health), func(h manifest.Health) bool { return edgePort(r.site.Upstream, h.Path) != h.Port })
+	for _, c := range mf.Components {
+		c.Health = slices.DeleteFunc(slices.Clone(c.Health), func(h manifest.Health) bool { return edgePort(site.Upstream, h.Path) != h.Port })
 		m.Components = append(m.Components, c)
 	}
 	var checks []string
@@ -410,7 +489,7 @@ func (r *run) waitEdge(ctx context.Context) error {
 		}
 	}
 	r.p.logf("checks through nginx: %s", strings.Join(checks, ", "))
-	base := fmt.Sprintf("https://%s:%d", r.site.Domains[0], r.site.HTTPSPort)
+	base := fmt.Sprintf("https://%s:%d", site.Domains[0], site.HTTPSPort)
 	wait, cancel := context.WithTimeout(ctx, r.o.HealthTimeout)
 	defer cancel()
 	target := func(h manifest.Health) string { return base + h.Path }

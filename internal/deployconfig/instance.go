@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -39,6 +40,24 @@ type InstanceConfig struct {
 	Storage   Storage          `yaml:"storage"`
 	Node      string           `yaml:"node,omitempty"`
 	Slots     Slots            `yaml:"slots"`
+	// LastUpgrade is what `vkimg rollback` undoes; nil when there is
+	// nothing to roll back to.
+	LastUpgrade *Upgrade `yaml:"last_upgrade,omitempty"`
+}
+
+// Upgrade records the last upgrade: the slot it left (kept stopped for
+// rollback), what the new version changed in the schema, and the backup
+// taken with the old version before any migration.
+type Upgrade struct {
+	FromSlot    string    `yaml:"from_slot"`
+	FromVersion string    `yaml:"from_version"`
+	ToSlot      string    `yaml:"to_slot"`
+	ToVersion   string    `yaml:"to_version"`
+	Time        time.Time `yaml:"time"`
+	// Migrations are the schema migrations the new version added: when
+	// there are any, rolling back restores Backup.
+	Migrations []string `yaml:"migrations,omitempty"`
+	Backup     string   `yaml:"backup"`
 }
 
 // InstanceDatabase is Database without its password.
@@ -90,6 +109,26 @@ type Slot struct {
 	Address string `yaml:"address,omitempty"`
 	Version string `yaml:"version,omitempty"`
 	Digest  string `yaml:"digest,omitempty"`
+}
+
+// Slot returns slot "a" or "b".
+func (s *Slots) Slot(name string) (*Slot, error) {
+	switch name {
+	case "a":
+		return &s.A, nil
+	case "b":
+		return &s.B, nil
+	}
+	return nil, fmt.Errorf("slot %q: want a or b", name)
+}
+
+// Idle is the slot that is not active: where an upgrade goes, and what a
+// rollback returns to.
+func (s *Slots) Idle() string {
+	if s.Active == "b" {
+		return "a"
+	}
+	return "b"
 }
 
 // Instance turns validated answers into the instance configuration. Slot
@@ -158,11 +197,48 @@ func ReadInstance(path string) (*InstanceConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read instance config: %w", err)
 	}
+	return ParseInstance(path, b)
+}
+
+// ParseInstance parses an instance configuration read from name (a file,
+// or a member of a backup archive).
+func ParseInstance(name string, b []byte) (*InstanceConfig, error) {
 	c := &InstanceConfig{}
-	if err := decodeStrict(path, b, c); err != nil {
+	if err := decodeStrict(name, b, c); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// Answers are the deploy answers that make this instance again (restoring
+// it on a node that does not have it): the same name, URL, template
+// channel, database, resources, network and ports. The addresses are the
+// same static ones (checked against the new node like any answer); a
+// self-signed certificate is made anew.
+func (c *InstanceConfig) Answers(dbPassword string) *Answers {
+	a := &Answers{
+		Name: c.Name, URL: c.URL, Template: c.Template,
+		Database: Database{Type: c.Database.Type, Host: c.Database.Host, Port: c.Database.Port,
+			Name: c.Database.Name, User: c.Database.User, SSLMode: c.Database.SSLMode},
+		Admin:     Admin{Email: c.Admin.Email, Username: c.Admin.Username},
+		Resources: c.Resources,
+		Network:   Network{Bridge: c.Network.Bridge, Address: DHCP},
+		Ports:     Ports{HTTP: c.Ports.HTTP, HTTPS: c.Ports.HTTPS},
+		Storage:   c.Storage,
+		Node:      c.Node,
+	}
+	if a.Database.External() {
+		a.Database.Password = dbPassword
+	}
+	a.TLS = c.TLS
+	if c.TLS.SelfSigned {
+		// Made anew for this node: the old one's paths are not the answer.
+		a.TLS = TLS{SelfSigned: true}
+	}
+	if !c.Network.DHCP {
+		a.Network.Address, a.Network.AddressB, a.Network.Gateway = c.Slots.A.Address, c.Slots.B.Address, c.Network.Gateway
+	}
+	return a
 }
 
 const instanceHeader = `vkimg instance configuration (FR-010). Edit values, then run
@@ -226,14 +302,9 @@ func mergeNode(dst, src *yaml.Node) {
 // (addresses and IDs in use, storage, bridges). The slot's container ID
 // must be assigned. Only the active slot starts on boot.
 func (c *InstanceConfig) SlotSpec(slot string, tmpl hypervisor.TemplateRef, min hypervisor.Minimums, dataVolume string) (hypervisor.ContainerSpec, error) {
-	var s Slot
-	switch slot {
-	case "a":
-		s = c.Slots.A
-	case "b":
-		s = c.Slots.B
-	default:
-		return hypervisor.ContainerSpec{}, fmt.Errorf("slot %q: want a or b", slot)
+	s, err := c.Slots.Slot(slot)
+	if err != nil {
+		return hypervisor.ContainerSpec{}, err
 	}
 	spec := hypervisor.ContainerSpec{
 		ID:       s.ID,

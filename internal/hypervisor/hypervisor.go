@@ -41,6 +41,8 @@ type Hypervisor interface {
 	// Bind-mounted data volumes are never touched.
 	Destroy(ctx context.Context, id int) error
 	Status(ctx context.Context, id int) (ContainerStatus, error)
+	// SetOnBoot sets whether the container starts when the node boots.
+	SetOnBoot(ctx context.Context, id int, on bool) error
 	// Addresses lists the container's IP addresses (not loopback).
 	Addresses(ctx context.Context, id int) ([]netip.Addr, error)
 	// Exec runs argv inside a running container. Only for what nothing
@@ -134,6 +136,7 @@ type ContainerStatus struct {
 	MaxMemMB int
 	Cores    int
 	Tags     []string
+	OnBoot   bool
 }
 
 // ExecResult is the outcome of Exec.

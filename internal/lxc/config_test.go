@@ -62,6 +62,28 @@ func TestConfigCgroupKeys(t *testing.T) {
 	}
 }
 
+func TestSetConfigKey(t *testing.T) {
+	spec := hypervisor.ContainerSpec{ID: 105, Hostname: "vikunja-blue", Cores: 1, MemoryMB: 512, OnBoot: true,
+		Net: hypervisor.Net{Bridge: "vmbr0"}}
+	conf := (&Backend{root: "/lxc"}).config(spec, meta{HWAddr: "00:16:3e:00:00:01", Rootfs: "/rootfs"})
+	off := string(setConfigKey([]byte(conf), "lxc.start.auto", "0"))
+	if want := strings.Replace(conf, "lxc.start.auto = 1\n", "lxc.start.auto = 0\n", 1); off != want || off == conf {
+		t.Errorf("switching lxc.start.auto off changed more than that line:\n%s", off)
+	}
+	for name, tc := range map[string]struct{ in, want string }{
+		"absent":             {"lxc.arch = amd64\n", "lxc.arch = amd64\nlxc.start.auto = 1\n"},
+		"absent, no newline": {"lxc.arch = amd64", "lxc.arch = amd64\nlxc.start.auto = 1\n"},
+		"repeated":           {"lxc.start.auto=0\nlxc.arch = amd64\n  lxc.start.auto = 0\n", "lxc.start.auto = 1\nlxc.arch = amd64\n"},
+		"only in a comment":  {"# lxc.start.auto = 0\n", "# lxc.start.auto = 0\nlxc.start.auto = 1\n"},
+		"a longer key":       {"lxc.start.autodelay = 5\n", "lxc.start.autodelay = 5\nlxc.start.auto = 1\n"},
+		"empty config":       {"", "lxc.start.auto = 1\n"},
+	} {
+		if got := string(setConfigKey([]byte(tc.in), "lxc.start.auto", "1")); got != tc.want {
+			t.Errorf("%s: got %q, want %q", name, got, tc.want)
+		}
+	}
+}
+
 func TestHWAddrStable(t *testing.T) {
 	a, b := hwaddr("pve1", 100, 0), hwaddr("pve1", 100, 0)
 	if a != b || !strings.HasPrefix(a, "00:16:3e:") {

@@ -109,7 +109,8 @@ func macUsed(c hypervisor.Cluster, mac string) bool {
 	return false
 }
 
-// lock takes the lxcpath-wide lock that serialises claims.
+// lock takes the lxcpath-wide lock that serialises claims and sidecar
+// updates.
 func (b *Backend) lock() (func(), error) {
 	f, err := os.OpenFile(filepath.Join(b.root, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {

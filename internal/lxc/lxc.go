@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vkimg/vkimg/internal/atomicfile"
 	"github.com/vkimg/vkimg/internal/hypervisor"
 )
 
@@ -284,11 +285,71 @@ func (b *Backend) Status(ctx context.Context, id int) (hypervisor.ContainerStatu
 	st := hypervisor.ContainerStatus{
 		ID: id, Name: m.Spec.Hostname, Node: b.node, State: in.state,
 		MemoryMB: int(in.memory >> 20), MaxMemMB: m.Spec.MemoryMB, Cores: m.Spec.Cores, Tags: m.Spec.Tags,
+		OnBoot: m.Spec.OnBoot,
 	}
 	if in.state == hypervisor.StateRunning && in.pid > 0 {
 		st.Uptime = processAge(in.pid)
 	}
 	return st, nil
+}
+
+// SetOnBoot sets lxc.start.auto, which lxc-autostart reads when the host
+// boots, and the sidecar's onboot, which Status reports. The config is
+// written first: should the process die between the two writes, Status
+// still shows the old value and calling again puts both right. The lxcpath
+// lock keeps two callers from crossing their writes.
+func (b *Backend) SetOnBoot(ctx context.Context, id int, on bool) error {
+	unlock, err := b.lock()
+	if err != nil {
+		return fmt.Errorf("set onboot of container %d: %w", id, err)
+	}
+	defer unlock()
+	m, err := b.readMeta(id)
+	if err != nil {
+		return fmt.Errorf("set onboot: %w", err)
+	}
+	conf := filepath.Join(b.ctDir(id), "config")
+	raw, err := os.ReadFile(conf)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("set onboot of container %d: it is still being created", id)
+	}
+	if err != nil {
+		return fmt.Errorf("set onboot of container %d: %w", id, err)
+	}
+	if err := atomicfile.Write(conf, setConfigKey(raw, "lxc.start.auto", boolInt(on)), 0o640); err != nil {
+		return fmt.Errorf("set onboot of container %d: %w", id, err)
+	}
+	m.Spec.OnBoot = on
+	if err := writeJSON(b.metaPath(id), m); err != nil {
+		return fmt.Errorf("set onboot of container %d: %w", id, err)
+	}
+	return nil
+}
+
+// setConfigKey gives key the value in an LXC config, adding it if absent;
+// every other line stays as it was. LXC takes the last of repeated
+// single-value keys, so later repeats are dropped rather than left to
+// override the new value.
+func setConfigKey(raw []byte, key, value string) []byte {
+	var out strings.Builder
+	set := false
+	for _, line := range strings.SplitAfter(string(raw), "\n") {
+		if k, _, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == key {
+			if !set {
+				fmt.Fprintf(&out, "%s = %s\n", key, value)
+				set = true
+			}
+			continue
+		}
+		out.WriteString(line)
+	}
+	if !set {
+		if out.Len() > 0 && !strings.HasSuffix(out.String(), "\n") {
+			out.WriteByte('\n')
+		}
+		fmt.Fprintf(&out, "%s = %s\n", key, value)
+	}
+	return []byte(out.String())
 }
 
 // processAge is how long pid has run, from /proc (0 if unknown).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -164,9 +165,10 @@ func TestLifecycle(t *testing.T) {
 				t.Fatal(err)
 			}
 			st, err := b.Status(ctx, id)
-			if err != nil || st.State != hypervisor.StateStopped || st.Name != s.Hostname || st.MaxMemMB != 256 {
+			if err != nil || st.State != hypervisor.StateStopped || st.Name != s.Hostname || st.MaxMemMB != 256 || !st.OnBoot {
 				t.Fatalf("Status after create = %+v, %v", st, err)
 			}
+			checkOnBoot(t, b, id)
 			if got, err := b.Addresses(ctx, id); err != nil || !slices.Equal(got, []netip.Addr{addr.Addr()}) {
 				t.Fatalf("Addresses of a stopped container = %v, %v; want the configured %s", got, err, addr.Addr())
 			}
@@ -264,8 +266,48 @@ func TestLifecycle(t *testing.T) {
 			if _, err := b.Status(ctx, id); !errors.Is(err, hypervisor.ErrNotFound) {
 				t.Errorf("Status after destroy: %v, want ErrNotFound", err)
 			}
+			if err := b.SetOnBoot(ctx, id, true); !errors.Is(err, hypervisor.ErrNotFound) {
+				t.Errorf("SetOnBoot after destroy: %v, want ErrNotFound", err)
+			}
 		})
 	}
+}
+
+// checkOnBoot checks that a container made with OnBoot is one lxc-autostart
+// starts at boot, then switches that off and on again, reading it back
+// from both Status and lxc-autostart.
+func checkOnBoot(t *testing.T, b *lxc.Backend, id int) {
+	t.Helper()
+	if !autostarted(t, b, id) {
+		t.Fatalf("lxc-autostart would not start container %d made with OnBoot", id)
+	}
+	for _, on := range []bool{false, true} {
+		if err := b.SetOnBoot(context.Background(), id, on); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := b.Status(context.Background(), id); err != nil || st.OnBoot != on {
+			t.Fatalf("Status after SetOnBoot(%v) = %+v, %v", on, st, err)
+		}
+		if got := autostarted(t, b, id); got != on {
+			t.Fatalf("after SetOnBoot(%v), lxc-autostart would start container %d: %v", on, id, got)
+		}
+	}
+}
+
+// autostarted reports whether lxc-autostart lists container id among those
+// it starts when the host boots.
+func autostarted(t *testing.T, b *lxc.Backend, id int) bool {
+	t.Helper()
+	out, err := osexec.Command("lxc-autostart", "-P", b.Root(), "--list", "--all").Output()
+	if err != nil {
+		t.Fatalf("lxc-autostart --list: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == strconv.Itoa(id) {
+			return true
+		}
+	}
+	return false
 }
 
 // assertGone checks that nothing of container id is left on disk.

@@ -238,7 +238,8 @@ func (c *Client) Destroy(ctx context.Context, id int) error {
 	return wrap(c.task(ctx, http.MethodDelete, c.ctPath(id, ""), params, c.taskTimeout), "destroy container %d", id)
 }
 
-// Status implements hypervisor.Hypervisor.
+// Status implements hypervisor.Hypervisor. Proxmox's current status has
+// no onboot: that comes from the container's config.
 func (c *Client) Status(ctx context.Context, id int) (hypervisor.ContainerStatus, error) {
 	var st struct {
 		Name   string  `json:"name"`
@@ -252,12 +253,25 @@ func (c *Client) Status(ctx context.Context, id int) (hypervisor.ContainerStatus
 	if err := c.api.Get(ctx, c.ctPath(id, "/status/current"), &st); err != nil {
 		return hypervisor.ContainerStatus{}, wrap(err, "status of container %d", id)
 	}
+	var conf struct {
+		OnBoot flexInt `json:"onboot"`
+	}
+	if err := c.api.Get(ctx, c.ctPath(id, "/config"), &conf); err != nil {
+		return hypervisor.ContainerStatus{}, wrap(err, "config of container %d", id)
+	}
 	return hypervisor.ContainerStatus{
 		ID: id, Name: st.Name, Node: c.node, State: hypervisor.State(st.Status),
 		Uptime:   time.Duration(st.Uptime) * time.Second,
 		MemoryMB: int(st.Mem >> 20), MaxMemMB: int(st.MaxMem >> 20), Cores: int(st.CPUs),
-		Tags: splitTags(st.Tags),
+		Tags: splitTags(st.Tags), OnBoot: conf.OnBoot != 0,
 	}, nil
+}
+
+// SetOnBoot implements hypervisor.Hypervisor. A container's config change
+// is no task in Proxmox: the answer comes once the config is written.
+func (c *Client) SetOnBoot(ctx context.Context, id int, on bool) error {
+	params := map[string]any{"onboot": boolParam(on)}
+	return wrap(c.api.Put(ctx, c.ctPath(id, "/config"), params, nil), "set onboot of container %d", id)
 }
 
 func splitTags(s string) []string {

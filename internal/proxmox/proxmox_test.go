@@ -168,7 +168,7 @@ func TestLifecycle(t *testing.T) {
 				t.Errorf("cluster containers %+v, want %d with %s", cl.Containers, s.ID, s.Net.Address.Addr())
 			}
 			st, err := c.Status(ctx, s.ID)
-			if err != nil || st.State != hypervisor.StateStopped || st.Name != s.Hostname || strings.Join(st.Tags, ";") != "vkimg;test" {
+			if err != nil || st.State != hypervisor.StateStopped || st.Name != s.Hostname || strings.Join(st.Tags, ";") != "vkimg;test" || !st.OnBoot {
 				t.Errorf("status after create: %+v, %v", st, err)
 			}
 
@@ -178,6 +178,7 @@ func TestLifecycle(t *testing.T) {
 			if st, err := c.Status(ctx, s.ID); err != nil || st.State != hypervisor.StateRunning || st.MaxMemMB != 256 {
 				t.Errorf("status after start: %+v, %v", st, err)
 			}
+			checkOnBoot(t, e, c, s.ID)
 			body := lxctest.WaitHTTP(t, fmt.Sprintf("http://%s:%d/", s.Net.Address.Addr(), lxctest.HTTPPort))
 			if body != lxctest.IndexHTML {
 				t.Errorf("health endpoint answered %q", body)
@@ -207,7 +208,28 @@ func TestLifecycle(t *testing.T) {
 				t.Fatal(err)
 			}
 			assertGone(t, e, c, s.ID)
+			if err := c.SetOnBoot(ctx, s.ID, true); !errors.Is(err, hypervisor.ErrNotFound) {
+				t.Errorf("SetOnBoot of a destroyed container: %v, want ErrNotFound", err)
+			}
 		})
+	}
+}
+
+// checkOnBoot switches a container's onboot off and on again, reading it
+// back through the API and from the backend the simulator runs it on.
+func checkOnBoot(t *testing.T, e *env, c *Client, id int) {
+	t.Helper()
+	ctx := context.Background()
+	for _, on := range []bool{false, true} {
+		if err := c.SetOnBoot(ctx, id, on); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := c.Status(ctx, id); err != nil || st.OnBoot != on {
+			t.Errorf("status after SetOnBoot(%v): %+v, %v", on, st, err)
+		}
+		if st, err := e.backend.Status(ctx, id); err != nil || st.OnBoot != on {
+			t.Errorf("backend status after SetOnBoot(%v): %+v, %v", on, st, err)
+		}
 	}
 }
 

@@ -16,7 +16,8 @@ var formats = map[string]func(string) error{
 	"pve-node":                 matchFormat(`^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$`, "value does not look like a valid node name"),
 	"pve-vmid":                 matchFormat(`^[1-9][0-9]{2,8}$`, "value does not look like a valid VM ID"),
 	"pve-storage-id":           matchFormat(`^(?i)[a-z][a-z0-9\-_.]*[a-z0-9]$`, "storage ID '%s' contains illegal characters"),
-	"pve-configid":             matchFormat(`^(?i)[a-z][a-z0-9_-]+$`, "invalid configuration ID '%s'"),
+	"pve-configid":             checkConfigID,
+	"pve-configid-list":        checkConfigIDList,
 	"pve-poolid":               matchFormat(`^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+){0,2}$`, "pool name '%s' contains invalid characters"),
 	"disk-size":                matchFormat(`^(\d+(\.\d+)?)([KMGT])?$`, "unable to parse size '%s'"),
 	"dns-name":                 matchFormat(`^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)$`, "value does not look like a valid DNS name"),
@@ -43,6 +44,19 @@ func matchFormat(pattern, msg string) func(string) error {
 		}
 		return nil
 	}
+}
+
+var checkConfigID = matchFormat(`^(?i)[a-z][a-z0-9_-]+$`, "invalid configuration ID '%s'")
+
+// checkConfigIDList splits as PVE::Tools::split_list does: on commas,
+// semicolons and white space.
+func checkConfigIDList(v string) error {
+	for _, id := range strings.Fields(strings.NewReplacer(",", " ", ";", " ").Replace(v)) {
+		if err := checkConfigID(id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var contentTypes = []string{"images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import"}

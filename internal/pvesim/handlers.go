@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
@@ -36,6 +37,7 @@ var handlers = map[string]handlerFunc{
 	"POST /nodes/{node}/storage/{storage}/oci-registry-pull": (*Server).ociPull,
 	"POST /nodes/{node}/lxc":                                 (*Server).create,
 	"GET /nodes/{node}/lxc/{vmid}/config":                    (*Server).config,
+	"PUT /nodes/{node}/lxc/{vmid}/config":                    (*Server).setConfig,
 	"GET /nodes/{node}/lxc/{vmid}/status/current":            (*Server).status,
 	"POST /nodes/{node}/lxc/{vmid}/status/start":             (*Server).start,
 	"POST /nodes/{node}/lxc/{vmid}/status/stop":              (*Server).stop,
@@ -437,6 +439,11 @@ func (s *Server) vmid(r *request) int {
 	return atoi(r.params["vmid"])
 }
 
+// noConfig is Proxmox's answer for a container that does not exist.
+func (s *Server) noConfig(id int) *apiError {
+	return errorf(http.StatusInternalServerError, "Configuration file 'nodes/%s/lxc/%d.conf' does not exist", s.cfg.Node, id)
+}
+
 // exists checks that a container exists, with Proxmox's message if not.
 func (s *Server) exists(ctx context.Context, id int) error {
 	used, _, err := s.vmids(ctx)
@@ -444,7 +451,7 @@ func (s *Server) exists(ctx context.Context, id int) error {
 		return err
 	}
 	if !used[id] {
-		return errorf(http.StatusInternalServerError, "Configuration file 'nodes/%s/lxc/%d.conf' does not exist", s.cfg.Node, id)
+		return s.noConfig(id)
 	}
 	return nil
 }
@@ -559,7 +566,7 @@ func (s *Server) status(r *request) (any, error) {
 	id := s.vmid(r)
 	st, err := s.cfg.Backend.Status(r.ctx, id)
 	if errors.Is(err, hypervisor.ErrNotFound) {
-		return nil, errorf(http.StatusInternalServerError, "Configuration file 'nodes/%s/lxc/%d.conf' does not exist", s.cfg.Node, id)
+		return nil, s.noConfig(id)
 	}
 	if err != nil {
 		return nil, err
@@ -574,16 +581,30 @@ func (s *Server) status(r *request) (any, error) {
 	return out, nil
 }
 
+// storedConfig is container id's config as Proxmox keeps it; while the
+// container is being created that is only its lock, as in Proxmox. The
+// map is never changed once stored (setConfig stores a new one), so it can
+// be read without the lock.
+func (s *Server) storedConfig(id int) (map[string]any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if conf, ok := s.configs[id]; ok {
+		return conf, nil
+	}
+	if s.locks[id] == "create" {
+		return map[string]any{"lock": "create"}, nil
+	}
+	return nil, errorf(http.StatusNotImplemented, "CT %d was not created through the simulator: its config is unknown", id)
+}
+
 func (s *Server) config(r *request) (any, error) {
 	id := s.vmid(r)
 	if err := s.exists(r.ctx, id); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	conf, ok := s.configs[id]
-	s.mu.Unlock()
-	if !ok {
-		return nil, errorf(http.StatusNotImplemented, "CT %d was not created through the simulator: its config is unknown", id)
+	conf, err := s.storedConfig(id)
+	if err != nil {
+		return nil, err
 	}
 	out := map[string]any{}
 	keys := make([]string, 0, len(conf))
@@ -600,11 +621,63 @@ func (s *Server) config(r *request) (any, error) {
 	return out, nil
 }
 
+// setConfig is PUT /nodes/{node}/lxc/{vmid}/config for what the backend
+// can change on an existing container: onboot. Other options are refused
+// rather than ignored.
+func (s *Server) setConfig(r *request) (any, error) {
+	id := s.vmid(r)
+	var unsupported []string
+	for name := range r.params {
+		if name != "node" && name != "vmid" && name != "onboot" {
+			unsupported = append(unsupported, name)
+		}
+	}
+	if len(unsupported) > 0 {
+		sort.Strings(unsupported)
+		return nil, errorf(http.StatusNotImplemented, "the simulator does not implement config option(s) %s", strings.Join(unsupported, ", "))
+	}
+	v, ok := r.params["onboot"]
+	if !ok {
+		return nil, errorf(http.StatusInternalServerError, "no options specified")
+	}
+	if err := s.exists(r.ctx, id); err != nil {
+		return nil, err
+	}
+	conf, err := s.storedConfig(id)
+	if err != nil {
+		return nil, err
+	}
+	// Proxmox refuses a config change while the config carries a lock
+	// (here only create's); a start or stop task sets none, so the
+	// change goes ahead as it does on a node.
+	if l, ok := conf["lock"]; ok {
+		return nil, errorf(http.StatusInternalServerError, "CT %d is locked (%v)", id, l)
+	}
+	on := isTrue(v)
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
+	err = s.cfg.Backend.SetOnBoot(r.ctx, id, on)
+	if errors.Is(err, hypervisor.ErrNotFound) {
+		return nil, s.noConfig(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if cur, ok := s.configs[id]; ok {
+		next := maps.Clone(cur)
+		next["onboot"] = boolInt(on)
+		s.configs[id] = next
+	}
+	s.mu.Unlock()
+	return nil, nil
+}
+
 func (s *Server) interfaces(r *request) (any, error) {
 	id := s.vmid(r)
 	st, err := s.cfg.Backend.Status(r.ctx, id)
 	if errors.Is(err, hypervisor.ErrNotFound) {
-		return nil, errorf(http.StatusInternalServerError, "Configuration file 'nodes/%s/lxc/%d.conf' does not exist", s.cfg.Node, id)
+		return nil, s.noConfig(id)
 	}
 	if err != nil {
 		return nil, err

@@ -80,6 +80,10 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// setMu orders config changes, so the stored configs end up as the
+	// backend's containers do when two changes race.
+	setMu sync.Mutex
+
 	mu        sync.Mutex
 	configs   map[int]map[string]any      // container configs as Proxmox stores them
 	locks     map[int]string              // vmid → lock ("create", ...)

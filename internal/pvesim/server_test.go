@@ -120,6 +120,30 @@ func TestRefusalsLookLikeProxmox(t *testing.T) {
 	}
 }
 
+func TestSetConfigRefusals(t *testing.T) {
+	s, c := startSim(t, "8.2.4")
+	auth := testToken + "=" + testSecret
+	put := func(body string) (*http.Response, map[string]json.RawMessage) {
+		return do(t, c, s, "PUT", "/nodes/pve/lxc/100/config", auth, "application/x-www-form-urlencoded", strings.NewReader(body))
+	}
+	res, out := put("onboot=maybe")
+	if res.Status != "400 Parameter verification failed." || !strings.Contains(string(out["errors"]), `"onboot":"type check ('boolean') failed - got 'maybe'`) {
+		t.Errorf("onboot=maybe: %q %s", res.Status, out["errors"])
+	}
+	for body, want := range map[string]string{
+		"memory=1024&onboot=1":     "501 the simulator does not implement config option(s) memory",
+		"digest=0123abcd&onboot=0": "501 the simulator does not implement config option(s) digest",
+		"delete=onboot":            "501 the simulator does not implement config option(s) delete",
+		"delete=onboot,-x":         "400 Parameter verification failed.",
+		"onboot=1":                 "500 Configuration file 'nodes/pve/lxc/100.conf' does not exist",
+		"":                         "500 no options specified",
+	} {
+		if res, _ := put(body); res.Status != want {
+			t.Errorf("PUT config %q: %q, want %q", body, res.Status, want)
+		}
+	}
+}
+
 var upidRE = regexp.MustCompile(`^UPID:pve:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:imgcopy::vkimg@pve!test:$`)
 
 func TestUploadTask(t *testing.T) {
