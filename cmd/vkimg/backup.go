@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -34,27 +36,9 @@ node has only one.
 PostgreSQL and MariaDB instances need the client tools on the node
 (postgresql-client: pg_dump, pg_restore; mariadb-client: mariadb-dump).`,
 		Flags: append(instanceFlags(), &cli.BoolFlag{Name: "json", Usage: "print the archive's details as JSON"}),
-		Action: func(c *cli.Context) error {
-			name, err := instanceName(c)
-			if err != nil {
-				return err
-			}
-			o, err := instanceOptions(c, name)
-			if err != nil {
-				return err
-			}
-			ctx, stop := interruptible(c)
-			defer stop()
-			info, err := deploy.Backup(ctx, name, o)
-			if err != nil {
-				return operationExit(err)
-			}
-			if c.Bool("json") {
-				return printJSON(c.App.Writer, info)
-			}
-			fmt.Fprintln(c.App.Writer, info.Path)
-			return nil
-		},
+		Action: onInstance(func(ctx context.Context, _ *cli.Context, name string, o deploy.Options) (*backup.Info, error) {
+			return deploy.Backup(ctx, name, o)
+		}, func(w io.Writer, info *backup.Info) { fmt.Fprintln(w, info.Path) }),
 	}
 }
 

@@ -69,6 +69,33 @@ func tooManyArgs(c *cli.Context, want string) error {
 	return usagef("%s: takes %s, after the options (got %s)", c.Command.Name, want, strings.Join(c.Args().Slice(), " "))
 }
 
+// onInstance is a command's action on one instance: INSTANCE (or the
+// node's only one) with its packages wired and Ctrl+C ending ctx. A
+// result, if not nil, is printed as JSON with --json, or by text.
+func onInstance[R any](run func(ctx context.Context, c *cli.Context, name string, o deploy.Options) (R, error), text func(w io.Writer, res R)) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		name, err := instanceName(c)
+		if err != nil {
+			return err
+		}
+		o, err := instanceOptions(c, name)
+		if err != nil {
+			return err
+		}
+		ctx, stop := interruptible(c)
+		defer stop()
+		res, err := run(ctx, c, name, o)
+		if err != nil {
+			return operationExit(err)
+		}
+		if c.Bool("json") {
+			return printJSON(c.App.Writer, res)
+		}
+		text(c.App.Writer, res)
+		return nil
+	}
+}
+
 // instanceOptions wires the packages an operation on instance name needs.
 func instanceOptions(c *cli.Context, name string) (deploy.Options, error) {
 	return operationOptions(c, placement(name))

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -43,52 +45,37 @@ would run, and changes nothing (exit 0 either way).`,
 			&cli.StringFlag{Name: "to", Usage: "upgrade to this `VERSION` or channel instead of the instance's"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 		),
-		Action: runUpgrade,
+		Action: func(c *cli.Context) error { return onInstance(runUpgrade, printUpgrade(c))(c) },
 	}
 }
 
-func runUpgrade(c *cli.Context) error {
-	name, err := instanceName(c)
-	if err != nil {
-		return err
-	}
-	o, err := instanceOptions(c, name)
-	if err != nil {
-		return err
-	}
-	ctx, stop := interruptible(c)
-	defer stop()
+func runUpgrade(ctx context.Context, c *cli.Context, name string, o deploy.Options) (*deploy.UpgradeResult, error) {
 	uo := deploy.UpgradeOptions{Options: o, To: c.String("to")}
-	var res *deploy.UpgradeResult
 	if c.Bool("check") {
-		res, err = deploy.CheckUpgrade(ctx, name, uo)
-	} else {
-		res, err = deploy.Upgrade(ctx, name, uo)
+		return deploy.CheckUpgrade(ctx, name, uo)
 	}
-	if err != nil {
-		return operationExit(err)
-	}
-	if c.Bool("json") {
-		return printJSON(c.App.Writer, res)
-	}
-	w := c.App.Writer
-	switch {
-	case res.UpToDate:
-		fmt.Fprintf(w, "%s is up to date (version %s)\n", res.Name, res.From)
-	case c.Bool("check"):
-		fmt.Fprintf(w, "%s: version %s is available (running %s)\n", res.Name, res.To, res.From)
-		if len(res.Migrations) == 0 {
-			fmt.Fprintln(w, "  no schema migrations: a rollback would be instant")
-		} else {
-			fmt.Fprintf(w, "  schema migrations it adds: %s\n  (a rollback would restore the pre-upgrade backup)\n", strings.Join(res.Migrations, ", "))
+	return deploy.Upgrade(ctx, name, uo)
+}
+
+func printUpgrade(c *cli.Context) func(io.Writer, *deploy.UpgradeResult) {
+	return func(w io.Writer, res *deploy.UpgradeResult) {
+		switch {
+		case res.UpToDate:
+			fmt.Fprintf(w, "%s is up to date (version %s)\n", res.Name, res.From)
+		case c.Bool("check"):
+			fmt.Fprintf(w, "%s: version %s is available (running %s)\n", res.Name, res.To, res.From)
+			if len(res.Migrations) == 0 {
+				fmt.Fprintln(w, "  no schema migrations: a rollback would be instant")
+			} else {
+				fmt.Fprintf(w, "  schema migrations it adds: %s\n  (a rollback would restore the pre-upgrade backup)\n", strings.Join(res.Migrations, ", "))
+			}
+			fmt.Fprintf(w, "run `vkimg upgrade %s` to upgrade\n", res.Name)
+		default:
+			fmt.Fprintf(w, "\n%s upgraded from %s to %s (slot %s, container %d)\n", res.Name, res.From, res.To, res.Slot, res.ContainerID)
+			fmt.Fprintf(w, "  pre-upgrade backup: %s\n", res.Backup)
+			fmt.Fprintf(w, "  %s is kept stopped: `vkimg rollback %s` returns to it\n", res.From, res.Name)
 		}
-		fmt.Fprintf(w, "run `vkimg upgrade %s` to upgrade\n", res.Name)
-	default:
-		fmt.Fprintf(w, "\n%s upgraded from %s to %s (slot %s, container %d)\n", res.Name, res.From, res.To, res.Slot, res.ContainerID)
-		fmt.Fprintf(w, "  pre-upgrade backup: %s\n", res.Backup)
-		fmt.Fprintf(w, "  %s is kept stopped: `vkimg rollback %s` returns to it\n", res.From, res.Name)
 	}
-	return nil
 }
 
 func rollbackCommand() *cli.Command {
@@ -116,28 +103,14 @@ left out when the node has only one.`,
 		Flags: append(instanceFlags(), yesFlag,
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"}),
 		Action: func(c *cli.Context) error {
-			name, err := instanceName(c)
-			if err != nil {
-				return err
-			}
-			o, err := instanceOptions(c, name)
-			if err != nil {
-				return err
-			}
-			ctx, stop := interruptible(c)
-			defer stop()
-			res, err := deploy.Rollback(ctx, name, deploy.RollbackOptions{Options: o, Yes: c.Bool("yes"), Confirm: confirm(c)})
-			if err != nil {
-				return operationExit(err)
-			}
-			if c.Bool("json") {
-				return printJSON(c.App.Writer, res)
-			}
-			fmt.Fprintf(c.App.Writer, "\n%s rolled back from %s to %s (slot %s, container %d)\n", res.Name, res.From, res.To, res.Slot, res.ContainerID)
-			if res.Restored != "" {
-				fmt.Fprintf(c.App.Writer, "  data restored from %s\n", res.Restored)
-			}
-			return nil
+			return onInstance(func(ctx context.Context, c *cli.Context, name string, o deploy.Options) (*deploy.RollbackResult, error) {
+				return deploy.Rollback(ctx, name, deploy.RollbackOptions{Options: o, Yes: c.Bool("yes"), Confirm: confirm(c)})
+			}, func(w io.Writer, res *deploy.RollbackResult) {
+				fmt.Fprintf(w, "\n%s rolled back from %s to %s (slot %s, container %d)\n", res.Name, res.From, res.To, res.Slot, res.ContainerID)
+				if res.Restored != "" {
+					fmt.Fprintf(w, "  data restored from %s\n", res.Restored)
+				}
+			})(c)
 		},
 	}
 }

@@ -311,7 +311,7 @@ tls: {self_signed: true}
 		t.Fatal(err)
 	}
 	vk.refused(t, exitVerify, []string{"refused", "corrupt"}, cmd("restore", "--yes", tampered)...)
-	vk.refused(t, exitUsage, []string{"Restore " + name, "--yes", "lost"}, cmd("restore", preUpgrade)...)
+	vk.refused(t, exitUsage, []string{"Restoring " + name, "--yes", "lost"}, cmd("restore", preUpgrade)...)
 	vk.refused(t, exitUsage, []string{"no such file"}, cmd("restore", "--yes", preUpgrade+".missing")...)
 	vk.state(t, name, srv.HTTPSPort).serves(t, "after the refused restores", "1.1.0", "b")
 	if got := dump(t, name); got != upgraded {

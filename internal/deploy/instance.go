@@ -230,6 +230,12 @@ func (r *operation) running(ctx context.Context, id int) (bool, error) {
 	return st.State == hypervisor.StateRunning, nil
 }
 
+// exists reports whether container id exists.
+func (r *operation) exists(ctx context.Context, id int) bool {
+	_, err := r.o.Hypervisor.Status(ctx, id)
+	return err == nil
+}
+
 // startSlot starts a slot's container (if it is not running) and waits
 // until it is healthy with the version it should run.
 func (r *operation) startSlot(ctx context.Context, s slotState) error {

@@ -231,12 +231,18 @@ func (r *instanceRun) restore(ctx context.Context, archive string, m *backup.Man
 	if r.op, err = r.o.Root.Journal(r.name).Begin(opRestore, plan.data()); err != nil {
 		return nil, r.fail(err)
 	}
-	if from.Digest != t.digest.String() {
+	idle := r.cfg.Slots.Idle()
+	kept, _ := r.slotState(idle)
+	switch {
+	case from.Digest == t.digest.String():
+	case kept.Digest == t.digest.String() && r.exists(ctx, kept.ID):
+		// The container kept for rollback runs that version already.
+		plan.To = kept
+	default:
 		// The archive was made by another version than the one running:
 		// that version goes into the idle slot, and nginx flips to it.
 		r.begin(stepClearIdle)
 		u := &upgrade{instanceRun: r}
-		idle := r.cfg.Slots.Idle()
 		if err := u.clearIdle(ctx, idle); err != nil {
 			return nil, r.restoreFailed(ctx, err)
 		}

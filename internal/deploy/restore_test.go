@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -135,7 +136,9 @@ func (e *env) seed(t *testing.T, res *Result) seeded {
 	t.Helper()
 	useInstance(t, e, res)
 	e.newTask(t, res, "kept")
-	s := seeded{doomed: e.newTask(t, res, "deleted after the backup"), file: bytes.Repeat([]byte("attached before the backup\n"), 4096)}
+	// Random bytes: the archive holds them as they are, uncompressed.
+	s := seeded{doomed: e.newTask(t, res, "deleted after the backup"), file: make([]byte, 256<<10)}
+	rand.NewChaCha8([32]byte{}).Read(s.file)
 	s.attachment = e.attach(t, res, s.doomed, "before.txt", s.file)
 	return s
 }

@@ -43,9 +43,9 @@ var ErrNotConfirmed = errors.New("not confirmed")
 
 const (
 	stepRollbackPlan = "check what the rollback changes"
-	stepStartPrev    = "start the previous version"
-	stepStopNew      = "stop the newer version"
-	stepRestore      = "restore the pre-upgrade backup"
+	stepStartPrev    = "start the slot to switch to"
+	stepStopNew      = "stop the serving slot"
+	stepRestore      = "restore the data from the backup"
 	// stepRestored marks, in an upgrade's journal, that its undo restored
 	// the pre-upgrade backup.
 	stepRestored = "restored the pre-upgrade backup"

@@ -220,40 +220,46 @@ create_user() {
 	wait "$CREATE_PID" || { echo "vikunja user create $user failed: ${chunk//$password/[redacted]}" >&2; return 1; }
 }
 
-# snapshot TOKEN [all]: what a user sees, as canonical JSON: projects and
-# their tasks (without the load's projects, unless "all"), and the
-# attachments of every task that has some.
+# snapshot TOKEN OUT [all]: what a user sees, as canonical JSON: projects
+# and their tasks (without the load's projects, unless "all") with their
+# attachments.
 snapshot() {
-	local token=$1 which=${2:-} page=1 pages tasks='[]' headers
-	headers=$(mktemp)
-	local projects
-	projects=$(api "$token" GET "/projects?per_page=1000" | jq -c '[.[] | {id, title, description, archived: .is_archived}] | sort_by(.id)')
+	local token=$1 dest=$2 which=${3:-} page=1 pages dir
+	dir=$(mktemp -d)
+	api "$token" GET "/projects?per_page=1000" >"$dir/projects"
 	while :; do
-		tasks=$(jq -c --argjson more "$(api "$token" GET "/tasks?page=$page&per_page=50&sort_by=id&order_by=asc" -D "$headers")" \
-			'. + [$more[] | {id, title, description, done, due_date, project_id, index, priority, percent_done,
-				attachments: [(.attachments // [])[] | {id, name: .file.name, size: .file.size}]}]' <<<"$tasks")
-		pages=$(sed -n 's/^[Xx]-[Pp]agination-[Tt]otal-[Pp]ages: *//p' "$headers" | tr -d '\r')
+		api "$token" GET "/tasks?page=$page&per_page=50&sort_by=id&order_by=asc" -D "$dir/headers" >"$dir/tasks.$page"
+		pages=$(sed -n 's/^[Xx]-[Pp]agination-[Tt]otal-[Pp]ages: *//p' "$dir/headers" | tr -d '\r')
 		[ "$page" -lt "${pages:-1}" ] || break
 		page=$((page + 1))
 	done
-	rm -f "$headers"
-	jq -n --argjson p "$projects" --argjson t "$tasks" --arg all "$which" '
-		($p | map(select($all == "all" or (.title | startswith("vkimg load ") | not)))) as $keep
-		| {projects: $keep, tasks: ($t | map(select(.project_id as $id | $keep | any(.id == $id))) | sort_by(.id))}'
+	jq -n --arg all "$which" --slurpfile p "$dir/projects" '
+		([$p[0][] | {id, title, description, archived: .is_archived}] | sort_by(.id)
+			| map(select($all == "all" or (.title | startswith("vkimg load ") | not)))) as $keep
+		| {projects: $keep, tasks: ([inputs[] | select(.project_id as $id | $keep | any(.id == $id))
+			| {id, title, description, done, due_date, project_id, index, priority, percent_done,
+				attachments: [(.attachments // [])[] | {id, name: .file.name, size: .file.size}]}] | sort_by(.id))}' \
+		"$dir"/tasks.* >"$dest"
+	rm -rf "$dir"
 }
-# state: both users' snapshots and the attachment's checksum.
+# state OUT [all]: both users' snapshots and the attachment's checksum.
 state() {
-	jq -n --argjson admin "$(snapshot "$admin" "${1:-}")" --argjson bob "$(snapshot "$bob" "${1:-}")" \
-		--arg file "$(api "$admin" GET "/tasks/$att_task/attachments/$att_id" | sha256sum | cut -d' ' -f1)" \
-		'{admin: $admin, bob: $bob, attachment_sha256: $file}'
+	local dir
+	dir=$(mktemp -d)
+	snapshot "$admin" "$dir/admin" "${2:-}"
+	snapshot "$bob" "$dir/bob" "${2:-}"
+	api "$admin" GET "/tasks/$att_task/attachments/$att_id" >"$dir/attachment"
+	jq -n --slurpfile admin "$dir/admin" --slurpfile bob "$dir/bob" --arg file "$(sha256sum <"$dir/attachment" | cut -d' ' -f1)" \
+		'{admin: $admin[0], bob: $bob[0], attachment_sha256: $file}' >"$1"
+	rm -rf "$dir"
 }
-# same WHAT A B: compares two states, showing the difference if any.
+# same WHAT A B: "yes" when two states are equal; otherwise "NO", and the
+# difference is shown.
 same() {
 	if cmp -s "$2" "$3"; then echo yes; return; fi
 	log "$1: the data differs ($2 vs $3):"
 	diff <(jq . "$2") <(jq . "$3") | head -n 40 >&2
 	echo NO
-	failed=1
 }
 count_tasks() { jq '[.admin.tasks, .bob.tasks] | map(length) | add' "$1"; }
 failed=
@@ -286,7 +292,7 @@ head -c $((5 << 20)) /dev/urandom >"$out/attachment.bin"
 att_task=$(japi "$admin" PUT "/projects/$project/tasks" '{"title":"release notes with an attachment"}' | jq -er .id)
 att_id=$(api "$admin" PUT "/tasks/$att_task/attachments" -F "files=@$out/attachment.bin" | jq -er '.success[0].id')
 seed_s=$(since "$t")
-state >"$out/state-before-upgrade.json"
+state "$out/state-before-upgrade.json"
 tasks_before=$(count_tasks "$out/state-before-upgrade.json")
 log "created 2 users, 3 projects, $tasks_before tasks and a 5 MB attachment in ${seed_s} s"
 
@@ -323,13 +329,21 @@ stop_load() {
 	cat "$out/errors-$1.txt" >&2
 }
 # vikunja_errors SINCE UNTIL: Vikunja's ERROR lines in every slot's journal
-# (kept in the containers' root filesystems, running or not), by reason.
+# (kept in the containers' root filesystems, running or not), by reason,
+# numbers (IDs) left out.
 vikunja_errors() {
 	local j
 	for j in "$VKIMG_ROOT"/lxc/storage/*/images/*/rootfs/var/log/journal; do
 		journalctl -D "$j" -u vikunja.service --since "@${1%.*}" --until "@$((${2%.*} + 1))" -o cat 2>/dev/null || true
-	done | sed -n 's/.*level=ERROR.*\(err\|msg\)=\("[^"]*"\|[^ ]*\).*/\2/p' | sort | uniq -c |
-		awk '{c = $1; $1 = ""; printf "%d×%s; ", c, substr($0, 2)}'
+	done | awk '/level=ERROR/ {
+			i = index($0, " err=")
+			if (i) reason = substr($0, i + 5)
+			else if (match($0, /msg="[^"]*"/)) reason = substr($0, RSTART + 4, RLENGTH - 4)
+			else reason = $0
+			gsub(/[0-9]+/, "N", reason)
+			n[reason]++
+		}
+		END {for (r in n) printf "%d×%s; ", n[r], r}'
 }
 # marking LOG: passes vkimg's progress through, into LOG with the time of
 # each line, and tells the load when nginx switches slots.
@@ -352,7 +366,7 @@ stop_load baseline
 
 publish new "$new_ver"
 "$vkimg" upgrade --check "${node[@]}" "$name" | tee "$out/logs/upgrade-check.out" >&2
-migrations=$(sed -n 's/^ *\([0-9]*\) schema migrations:.*/\1/p' "$out/logs/upgrade-check.out")
+migrations=$(grep -o '[0-9]\{14\}' "$out/logs/upgrade-check.out" | sort -u | wc -l)
 log "upgrading $old_ver → $new_ver under load (${UPLOAD_MB:-16} MB upload over ${upload_s} s)"
 start_load upgrade "$upload_bytes"
 t=$(now)
@@ -363,7 +377,7 @@ upgrade_drain_s=$(printf '%.1f' "$(echo "$(at "$out/logs/upgrade.timed" 'stop th
 stop_load upgrade
 v_upgrade=$(version)
 [[ $v_upgrade == "v$new_ver "* ]] || { log "after the upgrade nginx serves $v_upgrade, want v$new_ver"; failed=1; }
-state >"$out/state-after-upgrade.json"
+state "$out/state-after-upgrade.json"
 upgrade_same=$(same "upgrade" "$out/state-before-upgrade.json" "$out/state-after-upgrade.json")
 
 # Written after the upgrade: the rollback's restore loses it.
@@ -382,7 +396,7 @@ rollback_down_s=$(printf '%.1f' "$(echo "$(at "$out/logs/rollback.timed" 'switch
 stop_load rollback
 v_rollback=$(version)
 [[ $v_rollback == "v$old_ver "* ]] || { log "after the rollback nginx serves $v_rollback, want v$old_ver"; failed=1; }
-state >"$out/state-after-rollback.json"
+state "$out/state-after-rollback.json"
 rollback_same=$(same "rollback" "$out/state-before-upgrade.json" "$out/state-after-rollback.json")
 if api "$admin" GET "/tasks/$marker" >/dev/null 2>&1; then
 	marker_gone=NO
@@ -392,12 +406,11 @@ else marker_gone=yes; fi
 # --- backup and restore ------------------------------------------------------------------------
 log "backing up"
 t=$(now)
-"$vkimg" backup --json "${node[@]}" "$name" >"$out/backup.json" 2>"$out/logs/backup.err" ||
+archive=$("$vkimg" backup "${node[@]}" "$name" 2>"$out/logs/backup.err") ||
 	{ cat "$out/logs/backup.err" >&2; exit 1; }
 backup_s=$(since "$t")
-archive=$(jq -er .path "$out/backup.json")
 archive_bytes=$(stat -c %s "$archive")
-state all >"$out/state-at-backup.json"
+state "$out/state-at-backup.json" all
 "$vkimg" backups "$name" >&2
 
 log "changing data after the backup"
@@ -407,7 +420,7 @@ api "$admin" GET "/tasks/$att_task" | jq -c '.description = "changed after the b
 	api "$admin" POST "/tasks/$att_task" -H 'Content-Type: application/json' -d @- >/dev/null
 head -c $((1 << 20)) /dev/urandom >"$out/attachment2.bin"
 api "$admin" PUT "/tasks/$att_task/attachments" -F "files=@$out/attachment2.bin" >/dev/null
-state all >"$out/state-changed.json"
+state "$out/state-changed.json" all
 cmp -s "$out/state-at-backup.json" "$out/state-changed.json" &&
 	{ log "changing data changed nothing: the restore check would prove nothing"; exit 1; }
 
@@ -417,7 +430,7 @@ t=$(now)
 	{ cat "$out/logs/restore.err" >&2; exit 1; }
 restore_s=$(since "$t")
 v_restore=$(version)
-state all >"$out/state-after-restore.json"
+state "$out/state-after-restore.json" all
 restore_same=$(same "restore" "$out/state-at-backup.json" "$out/state-after-restore.json")
 
 # --- figures -------------------------------------------------------------------------------------
@@ -436,6 +449,7 @@ errs() { tr '\n' ' ' <"$out/errors-$1.txt"; }
 jq -e '.report.UploadOK and .checkWritten == "ok" and
 	([.report.Errors[] | select(test("500 Internal Server Error") | not)] | length == 0)' "$out/load-upgrade.json" >/dev/null || failed=1
 ! grep -qE '×50[234] ' "$out/errors-upgrade.txt" || failed=1
+[ "$upgrade_same $rollback_same $marker_gone $restore_same" = "yes yes yes yes" ] || failed=1
 tee "$out/summary.txt" <<REPORT
 
 Real Vikunja $old_ver → $new_ver on $db_type, through nginx over HTTPS ($base)
