@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -59,7 +60,7 @@ func Acquire(path, name, command string) (*Lock, error) {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
 	if !ok {
-		return nil, &LockedError{Name: name, Holder: readHolder(path)}
+		return nil, &LockedError{Name: name, Holder: waitHolder(path)}
 	}
 	host, _ := os.Hostname()
 	h := Holder{PID: os.Getpid(), Host: host, Command: command, Since: time.Now().UTC().Truncate(time.Second)}
@@ -92,6 +93,25 @@ func writeHolder(path string, h Holder) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// waitHolder reads the holder record, giving a holder that has just taken
+// the lock a moment to write it (until then the file is missing, or still
+// names the killed process before it).
+func waitHolder(lockPath string) Holder {
+	deadline := time.Now().Add(time.Second)
+	for {
+		h := readHolder(lockPath)
+		if (h.PID != 0 && alive(h.PID)) || time.Now().After(deadline) {
+			return h
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 func readHolder(lockPath string) Holder {

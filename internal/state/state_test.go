@@ -9,6 +9,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/gofrs/flock"
 )
 
 // A child process takes the lock when the test binary is re-run with this
@@ -79,6 +82,31 @@ func TestLockOfKilledProcessDoesNotBlock(t *testing.T) {
 	}
 	if _, err := os.Stat(path + ".holder"); !os.IsNotExist(err) {
 		t.Fatalf("holder record left after release: %v", err)
+	}
+}
+
+// A process refused the lock in the moment between the holder's flock and
+// its holder record (which may still name the killed holder before it)
+// still names the live holder, not a dead one or nobody.
+func TestLockRefusalWaitsForTheHolderRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	dead := holdInChild(t, path)
+	dead.Process.Signal(syscall.SIGKILL)
+	dead.Wait() // its holder record stays behind
+	fl := flock.New(path)
+	if ok, err := fl.TryLock(); !ok || err != nil {
+		t.Fatalf("take the lock without a record: %v %v", ok, err)
+	}
+	defer fl.Unlock()
+	me := Holder{PID: os.Getpid(), Command: "upgrade t", Since: time.Now().UTC()}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		writeHolder(path+".holder", me)
+	}()
+	_, err := Acquire(path, "instance t", "deploy t")
+	var le *LockedError
+	if !errors.As(err, &le) || le.Holder.PID != me.PID || le.Holder.Command != "upgrade t" {
+		t.Fatalf("refusal %v names %+v; want the live holder %+v", err, le, me)
 	}
 }
 

@@ -22,20 +22,25 @@
 #
 # DATABASE.yaml is a deploy answers fragment with a `database:` section
 # (docs/answers.example.yaml) for PostgreSQL or MariaDB instead of SQLite;
-# the database must be reachable from the containers, e.g. on this node at
-# the bridge's address ($SUBNET without the prefix length).
+# the database must be empty (the run leaves its data there) and reachable
+# from the containers, e.g. on this node at the bridge's address ($SUBNET
+# without the prefix length).
 #
 # Everything is private to the run: the state root ($OUT/root as
 # VKIMG_ROOT), an nginx of its own on 127.0.0.1:$HTTP_PORT/$HTTPS_PORT
 # (domain $NAME.vkimg.test, reached without DNS), and the bridge $BRIDGE
 # ($SUBNET), created when missing. KEEP=1 leaves the instance, nginx and
 # the bridge running. UPLOAD_MB (16) and UPLOAD_S (120) size the upload
-# that crosses the upgrade's switch. Needs root and `make setup`. Output
-# directory: $OUT (default a temp dir); the logs and summary stay there.
+# that crosses the upgrade's switch. The load sends its writes one at a
+# time: real Vikunja fails some concurrent writes by itself (SQLite:
+# "database is locked"; any database: two tasks created at once in one
+# project get the same index); SERIAL_WRITES=0 lets them race. Needs root
+# and `make setup`. Output directory: $OUT (default a temp dir); the logs
+# and summary stay there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-[ $# -ge 4 ] || { sed -n '2,34p' "$0" >&2; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,39p' "$0" >&2; exit 2; }
 old_bin=$(realpath "$1")
 old_ver=${2#v}
 new_bin=$(realpath "$3")
@@ -51,6 +56,7 @@ http_port=${HTTP_PORT:-8480}
 https_port=${HTTPS_PORT:-8443}
 upload_bytes=$((${UPLOAD_MB:-16} << 20))
 upload_s=${UPLOAD_S:-120}
+serial=-serial-writes=$([ "${SERIAL_WRITES:-1}" = 0 ] && echo false || echo true)
 domain=$name.vkimg.test
 base=https://$domain:$https_port
 
@@ -63,9 +69,9 @@ since() { printf '%.1f' "$(echo "$(now) - $1" | bc)"; }
 
 # --- templates -------------------------------------------------------------
 build_template "$old_bin" "$old_ver" "$out/old"
-old_build_s=$build_s
+old_build_s=$(printf '%.1f' "$build_s")
 build_template "$new_bin" "$new_ver" "$out/new"
-new_build_s=$build_s
+new_build_s=$(printf '%.1f' "$build_s")
 
 log "signing both templates with a throwaway key into $out/signed"
 export COSIGN_PASSWORD=
@@ -84,6 +90,7 @@ ngx=$out/nginx
 cleanup() {
 	local rc=$?
 	set +e
+	[ -z "${load_pid:-}" ] || kill "$load_pid" 2>/dev/null
 	cp -r "$VKIMG_ROOT/log/." "$out/logs/" 2>/dev/null
 	if [ "${KEEP:-}" = 1 ]; then
 		log "KEEP=1: instance $name left running ($base, VKIMG_ROOT=$VKIMG_ROOT, nginx -c $ngx/nginx.conf)"
@@ -96,7 +103,7 @@ cleanup() {
 	done
 	[ -s "$ngx/nginx.pid" ] && kill -QUIT "$(cat "$ngx/nginx.pid")"
 	[ -z "$made_bridge" ] || ip link del "$bridge"
-	rm -rf "$VKIMG_ROOT" "$ngx" "$out/old" "$out/new" "$out/signed" "$out/key.key"
+	rm -rf "$VKIMG_ROOT" "$ngx" "$out/old" "$out/new" "$out/signed" "$out/key.key" "$out/load" "$out"/attachment*.bin
 	log "logs and summary: $out"
 	exit $rc
 }
@@ -305,7 +312,7 @@ start_load() {
 	load_t0=$(now)
 	load_line0=$(wc -l <"$ngx/access.log")
 	"$out/load" -url "$base" -cert "$cert" -stop-file "$out/stop" -ready-file "$out/ready" \
-		-upload "$2" -upload-for "${upload_s}s" -check >"$out/load-$1.json" 2>"$out/logs/load-$1.err" &
+		-upload "$2" -upload-for "${upload_s}s" "$serial" -check >"$out/load-$1.json" 2>"$out/logs/load-$1.err" &
 	load_pid=$!
 	until [ -e "$out/ready" ]; do
 		kill -0 "$load_pid" 2>/dev/null || { cat "$out/logs/load-$1.err" >&2; exit 1; }
@@ -317,14 +324,10 @@ start_load() {
 stop_load() {
 	touch "$out/stop"
 	wait "$load_pid" || { cat "$out/logs/load-$1.err" >&2; exit 1; }
-	{
-		printf 'nginx answers other than 2xx: '
-		tail -n +"$((load_line0 + 1))" "$ngx/access.log" |
-			awk '$9 !~ /^2/ {n[$9]++} END {for (s in n) printf "%d×%s ", n[s], s}'
-		printf '\nVikunja errors (both slots): '
-		vikunja_errors "$load_t0" "$(now)"
-		echo
-	} >"$out/errors-$1.txt"
+	printf 'nginx answered %s; Vikunja logged %s\n' \
+		"$(tail -n +"$((load_line0 + 1))" "$ngx/access.log" |
+			awk '$9 !~ /^2/ {n[$9]++} END {for (s in n) printf "%d×%s ", n[s], s; if (!length(n)) printf "no error"}')" \
+		"$(vikunja_errors "$load_t0" "$(now)")" >"$out/errors-$1.txt"
 	jq -r '"  load: \(.summary)\n  written tasks read back: \(.checkWritten | .[0:300])"' "$out/load-$1.json" >&2
 	cat "$out/errors-$1.txt" >&2
 }
@@ -343,7 +346,7 @@ vikunja_errors() {
 			gsub(/[0-9]+/, "N", reason)
 			n[reason]++
 		}
-		END {for (r in n) printf "%d×%s; ", n[r], r}'
+		END {for (r in n) printf "%d×%s; ", n[r], r; if (!length(n)) printf "no error"}'
 }
 # marking LOG: passes vkimg's progress through, into LOG with the time of
 # each line, and tells the load when nginx switches slots.
@@ -355,8 +358,20 @@ marking() {
 		[[ $line != *"switch nginx to the other slot"* ]] || kill -USR1 "$load_pid" 2>/dev/null || true
 	done
 }
-# at LOG TEXT: when the first line holding TEXT was seen.
-at() { awk -v s="$2" 'index($0, s) {print $1; exit}' "$1"; }
+# at LOG REGEX: when the first line matching REGEX was seen.
+at() { awk -v re="$2" '$0 ~ re {print $1; exit}' "$1"; }
+# between LOG FROM TO: seconds from the first line matching FROM to the
+# first matching TO.
+between() { printf '%.1f' "$(echo "$(at "$1" "$3") - $(at "$1" "$2")" | bc)"; }
+# longest LOG: the three longest steps of a vkimg command, with seconds.
+longest() {
+	awk '{t[NR] = $1; line[NR] = $0} END {
+			for (i = 1; i <= NR; i++) if (line[i] ~ / step [0-9]+\/[0-9]+: /) {
+				name = line[i]; sub(/.* step [0-9]+\/[0-9]+: /, "", name)
+				printf "%.1f %s\n", (i < NR ? t[i + 1] : t[i]) - t[i], name
+			}
+		}' "$1" | sort -rn | head -n 3 | awk '{d = $1; $1 = ""; printf "%s%s %s s", (NR > 1 ? "," : ""), $0, d}'
+}
 
 # --- upgrade ----------------------------------------------------------------------------
 log "the same load for ${BASELINE_S:-30} s with nothing else happening, for comparison"
@@ -372,8 +387,7 @@ start_load upgrade "$upload_bytes"
 t=$(now)
 "$vkimg" upgrade "${node[@]}" "$name" 2>&1 | marking "$out/logs/upgrade.timed"
 upgrade_s=$(since "$t")
-upgrade_flip_s=$(printf '%.1f' "$(echo "$(at "$out/logs/upgrade.timed" 'switch nginx') - $t" | bc)")
-upgrade_drain_s=$(printf '%.1f' "$(echo "$(at "$out/logs/upgrade.timed" 'stop the previous slot') - $(at "$out/logs/upgrade.timed" 'let requests in flight')" | bc)")
+upgrade_flip_s=$(between "$out/logs/upgrade.timed" ' started$' ' step [0-9]+/[0-9]+: switch nginx')
 stop_load upgrade
 v_upgrade=$(version)
 [[ $v_upgrade == "v$new_ver "* ]] || { log "after the upgrade nginx serves $v_upgrade, want v$new_ver"; failed=1; }
@@ -392,7 +406,9 @@ start_load rollback "$upload_bytes"
 t=$(now)
 "$vkimg" rollback --yes "${node[@]}" "$name" 2>&1 | marking "$out/logs/rollback.timed"
 rollback_s=$(since "$t")
-rollback_down_s=$(printf '%.1f' "$(echo "$(at "$out/logs/rollback.timed" 'switch nginx') - $(at "$out/logs/rollback.timed" 'stop the newer version')" | bc)")
+# Nothing answers from the moment the serving slot stops until nginx
+# switches to the restored one.
+rollback_down_s=$(between "$out/logs/rollback.timed" ' step [0-9]+/[0-9]+: stop' ' step [0-9]+/[0-9]+: switch nginx')
 stop_load rollback
 v_rollback=$(version)
 [[ $v_rollback == "v$old_ver "* ]] || { log "after the rollback nginx serves $v_rollback, want v$old_ver"; failed=1; }
@@ -439,15 +455,15 @@ load_row() { # WHAT
 }
 upload_row() {
 	jq -r '(if .uploadInFlightAtMark then "in flight at the switch" else "NOT in flight at the switch" end) + ", " +
-		(if .report.UploadOK then "stored whole by slot \(.report.UploadSlot)" else "failed after \(.report.UploadBytes) bytes: \(.report.UploadErr)" end)' "$out/load-$1.json"
+		(if .report.UploadOK then "stored whole by slot \(.report.UploadSlot)" else "failed after \(.report.UploadBytes) bytes: \(.report.UploadErr | .[0:120])" end)' "$out/load-$1.json"
 }
-errs() { tr '\n' ' ' <"$out/errors-$1.txt"; }
-# Real Vikunja on SQLite answers some concurrent writes with 500 "database
-# is locked" even when nothing else happens (the baseline shows how many):
-# the upgrade must cause no failure of another kind, lose no acknowledged
-# write, and carry the upload.
+errs() { cat "$out/errors-$1.txt"; }
+# Real Vikunja answers some concurrent writes with 500 even when nothing
+# else happens (the baseline shows how many; on SQLite the upload's own
+# write too): the upgrade must cause no failure of another kind, lose no
+# acknowledged write, and carry the upload.
 jq -e '.report.UploadOK and .checkWritten == "ok" and
-	([.report.Errors[] | select(test("500 Internal Server Error") | not)] | length == 0)' "$out/load-upgrade.json" >/dev/null || failed=1
+	([.report.Errors // [] | .[] | select(test("500 Internal Server Error") | not)] | length == 0)' "$out/load-upgrade.json" >/dev/null || failed=1
 ! grep -qE '×50[234] ' "$out/errors-upgrade.txt" || failed=1
 [ "$upgrade_same $rollback_same $marker_gone $restore_same" = "yes yes yes yes" ] || failed=1
 tee "$out/summary.txt" <<REPORT
@@ -459,19 +475,19 @@ Real Vikunja $old_ver → $new_ver on $db_type, through nginx over HTTPS ($base)
 | deploy $old_ver | ${deploy_s} s; serves $v_deploy |
 | data | 2 users, $tasks_before tasks in 3 projects, 5 MB attachment (${seed_s} s to create) |
 | migrations $old_ver → $new_ver | ${migrations:-0} (listed by \`vkimg upgrade --check\`) |
-| load with nothing else happening (${BASELINE_S:-30} s) | $(load_row baseline) |
+| load (${serial#-}) with nothing else happening, ${BASELINE_S:-30} s | $(load_row baseline) |
 | failures seen then | $(errs baseline) |
-| upgrade | ${upgrade_s} s total; nginx switched after ${upgrade_flip_s} s; drain (upload in flight) ${upgrade_drain_s} s |
+| upgrade | ${upgrade_s} s total; nginx switched after ${upgrade_flip_s} s; longest steps:$(longest "$out/logs/upgrade.timed") |
 | load during upgrade | $(load_row upgrade) |
 | failures seen during upgrade | $(errs upgrade) |
 | upload during upgrade | $(upload_row upgrade) |
 | writes read back after upgrade | $(jq -r '"\(.written) tasks: \(.checkWritten)"' "$out/load-upgrade.json") |
 | after upgrade | serves $v_upgrade; data as before: $upgrade_same ($(count_tasks "$out/state-after-upgrade.json") tasks, attachment equal: $(jq -r --slurpfile a "$out/state-before-upgrade.json" 'if .attachment_sha256 == $a[0].attachment_sha256 then "yes" else "NO" end' "$out/state-after-upgrade.json")) |
-| rollback (restores the pre-upgrade backup) | ${rollback_s} s total; ${rollback_down_s} s from stopping $new_ver to the switch |
+| rollback (restores the pre-upgrade backup) | ${rollback_s} s total; ${rollback_down_s} s from stopping $new_ver to the switch; longest steps:$(longest "$out/logs/rollback.timed") |
 | load during rollback | $(load_row rollback) |
 | failures seen during rollback | $(errs rollback) |
 | upload during rollback | $(upload_row rollback) |
-| writes read back after rollback | $(jq -r '"\(.written) tasks: \(.checkWritten | .[0:300])"' "$out/load-rollback.json") (lost by design: written after the upgrade) |
+| writes read back after rollback | $(jq -r '"\(.written) tasks: \(.checkWritten | split(": ")[0])"' "$out/load-rollback.json") (lost by design: written after the upgrade) |
 | after rollback | serves $v_rollback; data equals the pre-upgrade state: $rollback_same; task written after the upgrade gone: $marker_gone |
 | backup | ${backup_s} s; archive $archive_bytes bytes ($(basename "$archive")) |
 | restore | ${restore_s} s; serves $v_restore; data equals the backup's: $restore_same ($(count_tasks "$out/state-after-restore.json") tasks) |
