@@ -227,8 +227,8 @@ func TestUpgradeUnderLoadAndRollback(t *testing.T) {
 	}
 
 	// The upload outlasts the upgrade's steps before the flip (template
-	// upload and container start, about 12 s here).
-	load := e.startLoad(t, res, 16<<20, 30*time.Second)
+	// upload and container start: 12 s on a quiet machine, 25 s loaded).
+	load := e.startLoad(t, res, 16<<20, 45*time.Second)
 	progress := &atFlip{load: load}
 	start := time.Now()
 	up, err := Upgrade(ctx, "zdt", e.upgradeOptions(progress))
