@@ -278,6 +278,18 @@ func (r *operation) stopSlot(ctx context.Context, id int) error {
 	return nil
 }
 
+// halt stops a slot's container at once if it runs.
+func (r *operation) halt(ctx context.Context, id int) error {
+	up, err := r.running(ctx, id)
+	if err != nil || !up {
+		return err
+	}
+	if err := r.o.Hypervisor.Stop(ctx, id); err != nil {
+		return fmt.Errorf("stop container %d: %w", id, err)
+	}
+	return nil
+}
+
 // stopTimeout bounds a slot's shutdown: Vikunja drains for up to 10 s.
 const stopTimeout = 30 * time.Second
 

@@ -189,7 +189,10 @@ func (r *instanceRun) swap(ctx context.Context, plan upgradePlan, skip func(step
 		if err := r.creating(stepStopNew, plan.data()); err != nil {
 			return err
 		}
-		if err := r.stopSlot(ctx, plan.From.ID); err != nil {
+		// Stopped at once, not drained: what it would still write is
+		// replaced by the backup anyway, and a drain under traffic takes
+		// Vikunja's whole 10 s shutdown limit, all of it outage.
+		if err := r.halt(ctx, plan.From.ID); err != nil {
 			return err
 		}
 		r.begin(stepRestore)
