@@ -36,9 +36,13 @@ node has only one.
 PostgreSQL and MariaDB instances need the client tools on the node
 (postgresql-client: pg_dump, pg_restore; mariadb-client: mariadb-dump).`,
 		Flags: append(instanceFlags(), &cli.BoolFlag{Name: "json", Usage: "print the archive's details as JSON"}),
-		Action: onInstance(func(ctx context.Context, _ *cli.Context, name string, o deploy.Options) (*backup.Info, error) {
-			return deploy.Backup(ctx, name, o)
-		}, func(w io.Writer, info *backup.Info) { fmt.Fprintln(w, info.Path) }),
+		Action: onInstance(func(ctx context.Context, _ *cli.Context, name string, o deploy.Options) (backupJSON, error) {
+			info, err := deploy.Backup(ctx, name, o)
+			if err != nil {
+				return backupJSON{}, err
+			}
+			return toBackupJSON(*info), nil
+		}, func(w io.Writer, b backupJSON) { fmt.Fprintln(w, b.Path) }),
 	}
 }
 

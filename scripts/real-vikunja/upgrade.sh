@@ -301,6 +301,8 @@ att_id=$(api "$admin" PUT "/tasks/$att_task/attachments" -F "files=@$out/attachm
 seed_s=$(since "$t")
 state "$out/state-before-upgrade.json"
 tasks_before=$(count_tasks "$out/state-before-upgrade.json")
+[ "$(jq -r .attachment_sha256 "$out/state-before-upgrade.json")" = "$(sha256sum <"$out/attachment.bin" | cut -d' ' -f1)" ] ||
+	{ log "the attachment downloaded is not the file uploaded"; exit 1; }
 log "created 2 users, 3 projects, $tasks_before tasks and a 5 MB attachment in ${seed_s} s"
 
 # --- load ----------------------------------------------------------------------------
