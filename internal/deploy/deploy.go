@@ -245,7 +245,7 @@ func (r *run) steps(ctx context.Context, allocated func()) error {
 	}
 	r.p.redact(a.Admin.Password)
 	r.p.redact(a.Database.Password)
-	ps := a.Validate(ctx, deployconfig.Checks{Min: r.min, Now: r.o.Now})
+	ps := a.Validate(ctx, deployconfig.Checks{Min: r.min, Now: r.o.Now, ReplaceDatabase: r.o.restore != nil})
 	for _, w := range ps.Warnings() {
 		r.p.logf("warning: %s", w)
 	}

@@ -29,6 +29,7 @@ const (
 	DBAuth                             // the server refused the user or password
 	DBMissing                          // the database does not exist
 	DBPrivilege                        // the user may not create Vikunja's tables
+	DBInUse                            // the database already holds a Vikunja schema
 	DBOther
 )
 
@@ -80,6 +81,22 @@ func CheckDatabase(ctx context.Context, d Database, timeout time.Duration) error
 				"user %q may not create tables in database %q: run GRANT CREATE ON SCHEMA public TO %q (or make it the database owner)",
 				d.User, d.Name, d.User)}
 		}
+	}
+	// Another instance's data (or one left behind) must not be taken
+	// over: the new instance's admin could not log in, and both would
+	// write one database.
+	schema := "current_schema()"
+	if d.Type == datavol.MySQL {
+		schema = "DATABASE()"
+	}
+	var tables int
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = "+schema+" AND table_name = 'migration'").Scan(&tables); err != nil {
+		return classifyDBError(d, err)
+	}
+	if tables > 0 {
+		return &DBError{Kind: DBInUse, Key: "database.name", Msg: fmt.Sprintf(
+			"database %q already holds a Vikunja schema (table migration): a new instance needs an empty database; `vkimg restore` brings an existing instance back, or empty the database first",
+			d.Name)}
 	}
 	return nil
 }

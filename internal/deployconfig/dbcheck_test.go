@@ -57,6 +57,27 @@ func checkDBCases(t *testing.T, good Database) {
 	if err := validate(t, a).Err(); err != nil {
 		t.Errorf("right credentials through Validate: %v", err)
 	}
+
+	// A database that holds a Vikunja schema is another instance's: a
+	// deploy is refused, a restore (which replaces it) is not.
+	conn, err := openDB(good, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(t.Context(), "CREATE TABLE migration (id VARCHAR(255) PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	var de *DBError
+	if err := CheckDatabase(t.Context(), good, 10*time.Second); !errors.As(err, &de) || de.Kind != DBInUse || de.Key != "database.name" || !strings.Contains(de.Msg, "vkimg restore") {
+		t.Errorf("database holding a Vikunja schema: err = %v", err)
+	}
+	if ie, _ := validate(t, a).Err().(*InvalidError); ie == nil || !ie.Has("database.name") {
+		t.Errorf("database holding a Vikunja schema through Validate: %v", ie)
+	}
+	if err := a.Validate(t.Context(), Checks{Min: testMin, Now: func() time.Time { return testNow }, ReplaceDatabase: true}).Err(); err != nil {
+		t.Errorf("the same database for a restore: %v", err)
+	}
 }
 
 func TestCheckDatabasePostgreSQL(t *testing.T) {

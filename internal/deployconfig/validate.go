@@ -21,6 +21,9 @@ type Checks struct {
 	Now func() time.Time
 	// DBTimeout bounds the database connection check; 0 is DefaultDBTimeout.
 	DBTimeout time.Duration
+	// ReplaceDatabase accepts a database that holds a Vikunja schema: a
+	// restore replaces it with the archive's.
+	ReplaceDatabase bool
 }
 
 // Validate checks every answer before anything changes (FR-011) and
@@ -75,7 +78,11 @@ func (a *Answers) Validate(ctx context.Context, c Checks) *Problems {
 	ps.List = append(ps.List, dbProblems.List...)
 	if dbProblems.Err() == nil && a.Database.External() {
 		var dbErr *DBError
-		if err := CheckDatabase(ctx, a.Database, c.DBTimeout); errors.As(err, &dbErr) {
+		err := CheckDatabase(ctx, a.Database, c.DBTimeout)
+		if errors.As(err, &dbErr) && dbErr.Kind == DBInUse && c.ReplaceDatabase {
+			err = nil
+		}
+		if errors.As(err, &dbErr) {
 			key := dbErr.Key
 			if key == "database.password" {
 				key = passwordKey(a.Database.PasswordFile, "database")
