@@ -145,6 +145,20 @@ type Load struct {
 	upload *upload
 }
 
+// newProject creates a project for the load's tasks.
+func (l *Load) newProject(ctx context.Context, title string) (int64, error) {
+	var p struct {
+		ID int64 `json:"id"`
+	}
+	if _, err := l.do(ctx, true, http.MethodPut, "/api/v1/projects", map[string]string{"title": title}, &p); err != nil {
+		return 0, fmt.Errorf("create a project for the load: %w", err)
+	}
+	if p.ID <= 0 {
+		return 0, fmt.Errorf("create a project for the load: the answer has no project id")
+	}
+	return p.ID, nil
+}
+
 // Start logs in (unless Options.Token is set), creates a project for the
 // load's tasks, starts the upload and the workers, and returns once every
 // worker has had an answer and the upload is in flight. If any of that
@@ -185,17 +199,24 @@ func Start(ctx context.Context, o Options) (*Load, error) {
 		}
 		l.token = login.Token
 	}
-	var p struct {
-		ID int64 `json:"id"`
-	}
 	title := "vkimg load " + time.Now().UTC().Format(time.RFC3339)
-	if _, err := l.do(ctx, true, http.MethodPut, "/api/v1/projects", map[string]string{"title": title}, &p); err != nil {
-		return nil, fmt.Errorf("create the load's project: %w", err)
+	var err error
+	if l.project, err = l.newProject(ctx, title); err != nil {
+		return nil, err
 	}
-	if p.ID <= 0 {
-		return nil, fmt.Errorf("create the load's project: the answer has no project id")
+	// Each writer creates tasks in a project of its own: Vikunja numbers
+	// a project's tasks without a lock, and two concurrent creates in one
+	// project can get the same number (a 500 from Vikunja, not the edge).
+	projects := map[bool][]int64{}
+	for _, h2 := range []bool{true, false} {
+		for i := range o.Writers {
+			p, err := l.newProject(ctx, fmt.Sprintf("%s writer %s %d", title, proto(h2), i))
+			if err != nil {
+				return nil, err
+			}
+			projects[h2] = append(projects[h2], p)
+		}
 	}
-	l.project = p.ID
 	if o.Upload > 0 {
 		u, err := l.startUpload(ctx)
 		if err != nil {
@@ -210,8 +231,8 @@ func Start(ctx context.Context, o Options) (*Load, error) {
 		for range o.Readers {
 			l.run(ready, func(first func()) { l.read(h2, first) })
 		}
-		for range o.Writers {
-			l.run(ready, func(first func()) { l.write(h2, first) })
+		for _, p := range projects[h2] {
+			l.run(ready, func(first func()) { l.write(h2, p, first) })
 		}
 	}
 	for range cap(ready) {

@@ -59,11 +59,11 @@ func (l *Load) read(h2 bool, first func()) {
 // it back whole. A worker updates only its own tasks, so two workers never
 // race on one task and every acknowledged description is the one to find
 // afterwards.
-func (l *Load) write(h2 bool, first func()) {
+func (l *Load) write(h2 bool, project int64, first func()) {
 	var mine []int64
 	for i := 0; l.next(i); i++ {
 		if len(mine) == 0 || i%2 == 0 {
-			if id, ok := l.create(h2, fmt.Sprintf("load %s %d", proto(h2), i)); ok {
+			if id, ok := l.create(h2, project, fmt.Sprintf("load %s %d", proto(h2), i)); ok {
 				mine = append(mine, id)
 			}
 		} else {
@@ -73,12 +73,12 @@ func (l *Load) write(h2 bool, first func()) {
 	}
 }
 
-func (l *Load) create(h2 bool, title string) (int64, bool) {
+func (l *Load) create(h2 bool, project int64, title string) (int64, bool) {
 	var t struct {
 		ID    int64  `json:"id"`
 		Title string `json:"title"`
 	}
-	path := fmt.Sprintf("/api/v1/projects/%d/tasks", l.project)
+	path := fmt.Sprintf("/api/v1/projects/%d/tasks", project)
 	if l.exchange(h2, "create task", http.MethodPut, path, map[string]string{"title": title}, &t) != nil {
 		return 0, false
 	}
