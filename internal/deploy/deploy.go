@@ -361,7 +361,7 @@ func (r *operation) undo(ctx context.Context, step string, data map[string]strin
 		if _, err := r.o.Hypervisor.Status(ctx, id); errors.Is(err, hypervisor.ErrNotFound) {
 			return nil
 		}
-		if err := r.stopSlot(ctx, id); err != nil {
+		if err := r.halt(ctx, id); err != nil {
 			return err
 		}
 		return r.o.Hypervisor.Destroy(ctx, id)

@@ -171,7 +171,11 @@ func (b *Backend) info(ctx context.Context, id int) (info, error) {
 		v = strings.TrimSpace(v)
 		switch k {
 		case "State":
-			if v == "RUNNING" {
+			// Only STOPPED is stopped: a container STARTING (its
+			// lxc-start still at work after the caller was killed, say)
+			// must be stopped before it can be destroyed, like a
+			// RUNNING one.
+			if v != "STOPPED" {
 				in.state = hypervisor.StateRunning
 			}
 		case "PID":
