@@ -453,12 +453,7 @@ func child(spec string) int {
 // deploy runs the deploy c describes in this process, as vkimg deploy
 // would, and returns the exit code.
 func (c childSpec) deploy(progress io.Writer) int {
-	be, err := lxc.New(lxc.Options{Root: c.LXCRoot, Node: "vkimg-test"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	pub, err := signing.ParsePublicKey(c.Trusted)
+	be, pub, err := childNode(c.LXCRoot, c.Trusted)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -475,6 +470,17 @@ func (c childSpec) deploy(progress io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// childNode is the test node as a child process reaches it: the LXC
+// backend under lxcRoot and the pinned key.
+func childNode(lxcRoot string, trusted []byte) (*lxc.Backend, *ecdsa.PublicKey, error) {
+	be, err := lxc.New(lxc.Options{Root: lxcRoot, Node: "vkimg-test"})
+	if err != nil {
+		return nil, nil, err
+	}
+	pub, err := signing.ParsePublicKey(trusted)
+	return be, pub, err
 }
 
 func TestDeployKilledThenRerunConverges(t *testing.T) {

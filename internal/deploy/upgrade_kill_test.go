@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/vkimg/vkimg/internal/lxc"
 	"github.com/vkimg/vkimg/internal/signing"
 	"github.com/vkimg/vkimg/internal/state"
 )
@@ -46,12 +45,7 @@ func opKillChild(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	be, err := lxc.New(lxc.Options{Root: c.LXCRoot, Node: "vkimg-test"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	pub, err := signing.ParsePublicKey(c.Trusted)
+	be, pub, err := childNode(c.LXCRoot, c.Trusted)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
