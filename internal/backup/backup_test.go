@@ -536,26 +536,28 @@ func TestArchiveReadableByStandardTools(t *testing.T) {
 	}
 }
 
-// TestReadMember reads one member of a checked archive (used by a restore
+// TestReadMembers reads members of a checked archive (used by a restore
 // on a node that does not have the instance yet).
-func TestReadMember(t *testing.T) {
+func TestReadMembers(t *testing.T) {
 	in := newInstance(t, datavol.Database{Type: datavol.SQLite})
 	info := in.create(t, backup.Options{})
 	ctx := context.Background()
-	got, err := backup.ReadMember(ctx, info.Path, backup.InstanceMember)
-	want, _ := os.ReadFile(in.src.ConfigFile)
-	if err != nil || string(got) != string(want) {
-		t.Fatalf("ReadMember(instance.yaml) = %q, %v; want %q", got, err, want)
-	}
-	cfg, err := backup.ReadMember(ctx, info.Path, backup.DataMember+datavol.ConfigFile)
+	m, got, err := backup.ReadMembers(ctx, info.Path, backup.InstanceMember, backup.DataMember+datavol.ConfigFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, err := datavol.ParseSettings(cfg); err != nil || s.PublicURL != "https://tasks.example.org/" {
+	if m.Instance != info.Manifest.Instance || len(m.Entries) != len(info.Manifest.Entries) {
+		t.Fatalf("manifest %+v, want %+v", m, info.Manifest)
+	}
+	want, _ := os.ReadFile(in.src.ConfigFile)
+	if string(got[backup.InstanceMember]) != string(want) {
+		t.Fatalf("instance.yaml member = %q; want %q", got[backup.InstanceMember], want)
+	}
+	if s, err := datavol.ParseSettings(got[backup.DataMember+datavol.ConfigFile]); err != nil || s.PublicURL != "https://tasks.example.org/" {
 		t.Fatalf("config member parses to %+v, %v", s, err)
 	}
-	if _, err := backup.ReadMember(ctx, info.Path, "data/missing"); !errors.Is(err, backup.ErrCorrupt) {
-		t.Fatalf("ReadMember of a missing member: %v, want ErrCorrupt", err)
+	if _, _, err := backup.ReadMembers(ctx, info.Path, "data/missing"); !errors.Is(err, backup.ErrCorrupt) {
+		t.Fatalf("ReadMembers of a missing member: %v, want ErrCorrupt", err)
 	}
 }
 

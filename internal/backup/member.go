@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Members a restore on a node without the instance reads before deploying
@@ -26,41 +27,47 @@ func ReadManifest(path string) (*Manifest, error) {
 	return a.m, nil
 }
 
-// ReadMember returns one small member of an archive (up to 1 MB), after
-// checking the whole archive against its manifest as Verify does.
-func ReadMember(ctx context.Context, path, member string) ([]byte, error) {
+// ReadMembers checks the whole archive against its manifest, as Verify
+// does, and in the same pass keeps the named small members (up to 1 MB
+// each): a restore reads a large archive once before extracting it.
+func ReadMembers(ctx context.Context, path string, names ...string) (*Manifest, map[string][]byte, error) {
 	a, err := openArchive(path)
 	if err != nil {
-		return nil, fmt.Errorf("read %s from %s: %w", member, path, err)
+		return nil, nil, fmt.Errorf("verify %s: %w", path, err)
 	}
 	defer a.Close()
-	m := &memberSink{name: member}
+	m := &memberSink{want: names, got: map[string]*bytes.Buffer{}}
 	if err := a.scan(ctx, m); err != nil {
-		return nil, fmt.Errorf("read %s from %s: %w", member, path, err)
+		return nil, nil, fmt.Errorf("verify %s: %w", path, err)
 	}
-	if !m.found {
-		return nil, corruptf("%s has no member %s", path, member)
+	out := make(map[string][]byte, len(names))
+	for _, name := range names {
+		b, ok := m.got[name]
+		if !ok {
+			return nil, nil, corruptf("%s has no member %s", path, name)
+		}
+		out[name] = b.Bytes()
 	}
-	return m.buf.Bytes(), nil
+	return a.m, out, nil
 }
 
-// memberSink keeps one member and discards the others.
+// memberSink keeps the wanted members and discards the others.
 type memberSink struct {
 	discard
-	name  string
-	found bool
-	buf   bytes.Buffer
+	want []string
+	got  map[string]*bytes.Buffer
 }
 
 func (m *memberSink) file(e *Entry, hdr *tar.Header) (io.WriteCloser, error) {
-	if e.Path != m.name {
+	if !slices.Contains(m.want, e.Path) {
 		return nopCloser{io.Discard}, nil
 	}
 	if e.Size > maxConfig {
 		return nil, fmt.Errorf("member %s: %d bytes, more than the %d a configuration may have", e.Path, e.Size, maxConfig)
 	}
-	m.found = true
-	return nopCloser{&m.buf}, nil
+	b := &bytes.Buffer{}
+	m.got[e.Path] = b
+	return nopCloser{b}, nil
 }
 
 // HumanSize is an archive's size as people read it.

@@ -33,15 +33,8 @@ type Target struct {
 // Verify reads the whole archive and checks it against its manifest. It
 // changes nothing.
 func Verify(ctx context.Context, path string) (*Manifest, error) {
-	a, err := openArchive(path)
-	if err != nil {
-		return nil, fmt.Errorf("verify %s: %w", path, err)
-	}
-	defer a.Close()
-	if err := a.scan(ctx, discard{}); err != nil {
-		return nil, fmt.Errorf("verify %s: %w", path, err)
-	}
-	return a.m, nil
+	m, _, err := ReadMembers(ctx, path)
+	return m, err
 }
 
 type discard struct{}

@@ -60,7 +60,7 @@ func (r *instanceRun) archive(ctx context.Context, s slotState, kind string) (*b
 	}
 	last := time.Time{}
 	info, err := backup.Create(ctx, backup.Source{
-		Instance: r.name, ConfigFile: r.configFile(), DataVolume: r.o.Root.DataVolume(r.name), Database: settings.Database,
+		Instance: r.name, ConfigFile: InstancePath(r.o.Root, r.name), DataVolume: r.o.Root.DataVolume(r.name), Database: settings.Database,
 		Template: backup.Template{Name: m.Name, Version: m.Version, Digest: s.Digest, Migrations: m.Migrations},
 		Kind:     kind,
 	}, backup.Options{Dir: r.o.Root.Backups(r.name), Now: r.o.Now, IDBase: hypervisor.IDMapBase,
@@ -187,13 +187,15 @@ var restoreInstanceSteps = []string{stepLock, stepVerify, stepTemplate, stepClea
 // instance exists on this node its data is replaced (after confirmation);
 // otherwise it is deployed from the archive, on this node or another.
 func Restore(ctx context.Context, archive string, o RestoreOptions) (*RestoreResult, error) {
-	m, err := backup.Verify(ctx, archive)
+	// One pass checks the whole archive and keeps what a restore onto a
+	// node without the instance deploys it from.
+	m, members, err := backup.ReadMembers(ctx, archive, backup.InstanceMember, backup.DataMember+datavol.ConfigFile)
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", archive, err)
 	}
 	cur, err := readInstance(o.Root, m.Instance)
 	if errors.Is(err, ErrNoInstance) {
-		return restoreByDeploy(ctx, archive, m, o)
+		return restoreByDeploy(ctx, archive, m, members, o)
 	}
 	if err != nil {
 		return nil, err
@@ -328,20 +330,12 @@ func (u *upgrade) createSlot(ctx context.Context, t *resolved, tmpl hypervisor.T
 // restoreByDeploy deploys an instance this node does not have from an
 // archive: the archive's instance configuration, its data volume and
 // database, and exactly the template that made it.
-func restoreByDeploy(ctx context.Context, archive string, m *backup.Manifest, o RestoreOptions) (*RestoreResult, error) {
-	raw, err := backup.ReadMember(ctx, archive, backup.InstanceMember)
+func restoreByDeploy(ctx context.Context, archive string, m *backup.Manifest, members map[string][]byte, o RestoreOptions) (*RestoreResult, error) {
+	cfg, err := deployconfig.ParseInstance(archive+":"+backup.InstanceMember, members[backup.InstanceMember])
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", archive, err)
 	}
-	cfg, err := deployconfig.ParseInstance(archive+":"+backup.InstanceMember, raw)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: %w", archive, err)
-	}
-	conf, err := backup.ReadMember(ctx, archive, backup.DataMember+datavol.ConfigFile)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: %w", archive, err)
-	}
-	settings, err := datavol.ParseSettings(conf)
+	settings, err := datavol.ParseSettings(members[backup.DataMember+datavol.ConfigFile])
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", archive, err)
 	}
