@@ -47,18 +47,15 @@ func nginxFlags(srv *testenv.NginxServer) []string {
 		"--nginx-upstream-dir", filepath.Join(srv.Dir, "vkimg"), "--nginx-main-dir", srv.MainDir, "--edge-address", "127.0.0.1"}
 }
 
-// TestDeployAndListCommands deploys the stand-in template unattended from an
-// answers file through the CLI (plain LXC, a real nginx), then lists it.
-func TestDeployAndListCommands(t *testing.T) {
-	lxctest.RequireRoot(t)
-	built := buildertest.Build(t, "recipes/standin.yaml", recipe.Overrides{}, t.TempDir())
-	tmp, root, bridge, srv := deployEnv(t)
-
-	answers := filepath.Join(tmp, "answers.yaml")
+// writeAnswers writes, in dir, the answers file of a deploy of instance
+// name from a template source on the test's bridge and nginx.
+func writeAnswers(t *testing.T, dir, name, source, version, bridge string, srv *testenv.NginxServer) string {
+	t.Helper()
+	answers := filepath.Join(dir, "answers.yaml")
 	if err := os.WriteFile(answers, fmt.Appendf(nil, `template:
   source: %s
   version: %s
-url: https://tasks.vkimg.test:%d
+url: https://%s.vkimg.test:%d
 admin:
   email: admin@example.org
 resources: {cores: 1, memory_mb: 512, disk_gb: 2}
@@ -66,9 +63,20 @@ network:
   bridge: %s
 ports: {http: %d, https: %d}
 tls: {self_signed: true}
-`, built.Layout, built.Manifest.Version, srv.HTTPSPort, bridge, srv.HTTPPort, srv.HTTPSPort), 0o600); err != nil {
+`, source, version, name, srv.HTTPSPort, bridge, srv.HTTPPort, srv.HTTPSPort), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return answers
+}
+
+// TestDeployAndListCommands deploys the stand-in template unattended from an
+// answers file through the CLI (plain LXC, a real nginx), then lists it.
+func TestDeployAndListCommands(t *testing.T) {
+	lxctest.RequireRoot(t)
+	built := buildertest.Build(t, "recipes/standin.yaml", recipe.Overrides{}, t.TempDir())
+	tmp, root, bridge, srv := deployEnv(t)
+
+	answers := writeAnswers(t, tmp, "tasks", built.Layout, built.Manifest.Version, bridge, srv)
 	deployArgs := append([]string{"deploy", "--config", answers, "--yes", "--hypervisor", "lxc"}, nginxFlags(srv)...)
 
 	if out, code := vkimg(t, deployArgs...); code != exitFailure || !strings.Contains(out, "--insecure-local") {

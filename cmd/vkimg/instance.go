@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -50,7 +49,7 @@ func instanceName(c *cli.Context) (string, error) {
 	entries, _ := os.ReadDir(root.Instances())
 	var names []string
 	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join(root.Instance(e.Name()), deploy.InstanceFile)); err == nil {
+		if _, err := os.Stat(deploy.InstancePath(root, e.Name())); err == nil {
 			names = append(names, e.Name())
 		}
 	}
@@ -105,7 +104,7 @@ func instanceOptions(c *cli.Context, name string) (deploy.Options, error) {
 // openHypervisor; empty when this node does not have it.
 func placement(name string) *deployconfig.Answers {
 	a := &deployconfig.Answers{}
-	path := filepath.Join(state.FromEnv().Instance(name), deploy.InstanceFile)
+	path := deploy.InstancePath(state.FromEnv(), name)
 	if cfg, err := deployconfig.ReadInstance(path); err == nil {
 		a.Node, a.Storage = cfg.Node, cfg.Storage
 	}

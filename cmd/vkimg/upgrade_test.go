@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,21 +191,7 @@ func TestUpgradeRollbackBackupRestoreCommands(t *testing.T) {
 
 	vk.refused(t, exitUsage, []string{"no instance on this node"}, cmd("upgrade")...)
 
-	answers := filepath.Join(tmp, "answers.yaml")
-	if err := os.WriteFile(answers, fmt.Appendf(nil, `template:
-  source: %s
-  version: 1.0.0
-url: https://%s.vkimg.test:%d
-admin:
-  email: admin@example.org
-resources: {cores: 1, memory_mb: 512, disk_gb: 2}
-network:
-  bridge: %s
-ports: {http: %d, https: %d}
-tls: {self_signed: true}
-`, layout, name, srv.HTTPSPort, bridge, srv.HTTPPort, srv.HTTPSPort), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	answers := writeAnswers(t, tmp, name, layout, "1.0.0", bridge, srv)
 	if out := vk.must(t, cmd("deploy", "--config", answers, "--yes")...); !strings.Contains(out, "Vikunja 1.0.0 is ready at") {
 		t.Fatalf("deploy output:\n%s", out)
 	}

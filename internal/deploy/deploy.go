@@ -32,6 +32,12 @@ import (
 // InstanceFile is the instance configuration's name in its directory.
 const InstanceFile = "instance.yaml"
 
+// InstancePath is where an instance's configuration file is: the file
+// whose presence makes a directory under root an instance.
+func InstancePath(root state.Root, name string) string {
+	return filepath.Join(root.Instance(name), InstanceFile)
+}
+
 // ErrExists refuses a deploy over an existing instance, which is never touched.
 var ErrExists = errors.New("instance already exists")
 
@@ -155,7 +161,7 @@ func Run(ctx context.Context, a *deployconfig.Answers, o Options) (res *Result, 
 }
 
 func refuseExisting(root state.Root, name string) error {
-	path := filepath.Join(root.Instance(name), InstanceFile)
+	path := InstancePath(root, name)
 	if _, err := os.Stat(path); err == nil {
 		return fmt.Errorf("deploy %s: %w (%s); upgrade or reconfigure it instead", name, ErrExists, path)
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -309,7 +315,7 @@ func (r *run) steps(ctx context.Context, allocated func()) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	path := filepath.Join(r.o.Root.Instance(a.Name), InstanceFile)
+	path := InstancePath(r.o.Root, a.Name)
 	if err := deployconfig.WriteInstance(path, r.cfg); err != nil {
 		return err
 	}

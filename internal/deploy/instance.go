@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -89,7 +88,7 @@ func (r *instanceRun) close() {
 }
 
 func readInstance(root state.Root, name string) (*deployconfig.InstanceConfig, error) {
-	path := filepath.Join(root.Instance(name), InstanceFile)
+	path := InstancePath(root, name)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("instance %s: %w on this node (`vkimg list` shows them)", name, ErrNoInstance)
 	}
@@ -97,7 +96,7 @@ func readInstance(root state.Root, name string) (*deployconfig.InstanceConfig, e
 }
 
 func (r *instanceRun) writeInstance() error {
-	return deployconfig.WriteInstance(filepath.Join(r.o.Root.Instance(r.name), InstanceFile), r.cfg)
+	return deployconfig.WriteInstance(InstancePath(r.o.Root, r.name), r.cfg)
 }
 
 // recover finishes or undoes the operation a killed command left

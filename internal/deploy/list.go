@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/vkimg/vkimg/internal/deployconfig"
 	"github.com/vkimg/vkimg/internal/hypervisor"
@@ -40,7 +39,7 @@ func List(ctx context.Context, root state.Root, h hypervisor.Hypervisor) ([]Inst
 	}
 	var out []Instance
 	for _, e := range entries {
-		path := filepath.Join(root.Instances(), e.Name(), InstanceFile)
+		path := InstancePath(root, e.Name())
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			continue
 		}

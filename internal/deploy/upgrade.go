@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -330,7 +329,7 @@ func (u *upgrade) backup(ctx context.Context, plan *upgradePlan) error {
 		return err
 	}
 	info, err := backup.Create(ctx, backup.Source{
-		Instance: u.name, ConfigFile: u.configFile(), DataVolume: dv, Database: s.Database,
+		Instance: u.name, ConfigFile: InstancePath(u.o.Root, u.name), DataVolume: dv, Database: s.Database,
 		Template: backup.Template{Name: m.Name, Version: m.Version, Digest: plan.From.Digest, Migrations: m.Migrations},
 		Kind:     backup.KindPreUpgrade,
 	}, backup.Options{Dir: u.o.Root.Backups(u.name), Now: u.o.Now, IDBase: hypervisor.IDMapBase})
@@ -422,10 +421,6 @@ func (u *instanceRun) finish(ctx context.Context, plan upgradePlan, m *manifest.
 	u.cfg.Slots.Active = plan.To.Slot
 	u.cfg.LastUpgrade = last
 	return u.writeInstance()
-}
-
-func (u *instanceRun) configFile() string {
-	return filepath.Join(u.o.Root.Instance(u.name), InstanceFile)
 }
 
 // preflight refuses an upgrade the node cannot take before anything
